@@ -1,0 +1,3 @@
+from nyxmed.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,136 @@
+"""The case schema: one coder-reviewed radiology exam with its gold code line, and validation."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
+
+from nyxmed.codeline import CodeLine, parse
+from nyxmed.codes import cpt as cpt_codes
+from nyxmed.codes import icd10cm
+
+TEXT_FIELDS = ("exam_description", "reason_for_exam", "report_text")
+META_FIELDS = ("patient_key", "accession", "exam_date", "site", "reviewed_at")
+CODE_FIELDS = ("cpt", "modifiers", "icd")
+
+
+class InvalidCase(ValueError):
+    """A record that fails the schema; names the record, the field and the reason."""
+
+    def __init__(self, record_id: str | None, field_name: str, reason: str):
+        self.record_id, self.field, self.reason = record_id, field_name, reason
+        super().__init__(f"record {record_id!r}: field {field_name!r}: {reason}")
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    exam_description: str
+    reason_for_exam: str
+    report_text: str
+    codes: CodeLine
+    original_codes: CodeLine | None = None
+    patient_key: str | None = None
+    accession: str | None = None
+    exam_date: str | None = None
+    site: str | None = None
+    reviewed_at: str | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def content_hash(self) -> str:
+        """SHA-256 of the normalized report (exam, reason, body): identical reports share it."""
+        return content_hash(" ".join((self.exam_description, self.reason_for_exam, self.report_text)))
+
+    def record_hash(self) -> str:
+        """SHA-256 of the whole record (text and gold codes): changes whenever the record does."""
+        return hashlib.sha256(repr((self.id, self.content_hash, self.codes.render())).encode()).hexdigest()
+
+    def to_record(self) -> dict[str, Any]:
+        """The file layout of docs/data-format.md (lists for code fields)."""
+        rec: dict[str, Any] = {"id": self.id, **{f: getattr(self, f) for f in TEXT_FIELDS}, **self.codes.to_dict()}
+        rec["original_codes"] = self.original_codes.render() if self.original_codes else None
+        rec.update({f: getattr(self, f) for f in META_FIELDS})
+        rec["meta"] = dict(self.meta)
+        return rec
+
+    def with_codes(self, codes: CodeLine) -> "Case":
+        return replace(self, codes=codes)
+
+
+def normalize_text(text: str) -> str:
+    """Lower case, single spaces, no punctuation: the form hashed for duplicate detection."""
+    return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", " ", text.lower())).strip()
+
+
+def content_hash(text: str) -> str:
+    return hashlib.sha256(normalize_text(text).encode()).hexdigest()
+
+
+def _text(raw: Mapping[str, Any], name: str, rid: str | None, required: bool = True) -> str:
+    value = raw.get(name)
+    if value is None or (isinstance(value, float) and value != value):
+        value = ""
+    if not isinstance(value, str):
+        raise InvalidCase(rid, name, f"expected text, got {type(value).__name__}")
+    if required and not value.strip():
+        raise InvalidCase(rid, name, "missing or empty")
+    return value.strip()
+
+
+def _opt(raw: Mapping[str, Any], name: str) -> str | None:
+    value = raw.get(name)
+    if value is None or (isinstance(value, float) and value != value) or str(value).strip() == "":
+        return None
+    return str(value).strip()
+
+
+def _codes(raw: Mapping[str, Any], rid: str | None, cpt_table: cpt_codes.CptTable) -> CodeLine:
+    if raw.get("codes") not in (None, "") and all(raw.get(k) in (None, "", []) for k in CODE_FIELDS):
+        result = parse(str(raw["codes"]))
+        line = result.line
+        if not result.ok:
+            raise InvalidCase(rid, "codes", f"cannot parse code line {raw['codes']!r}")
+        src = "codes"
+    else:
+        line = CodeLine.of(raw.get("cpt"), raw.get("modifiers"), raw.get("icd"))
+        src = None
+    if not line.cpt:
+        raise InvalidCase(rid, src or "cpt", "at least one CPT code is required")
+    if not line.icd:
+        raise InvalidCase(rid, src or "icd", "at least one ICD-10-CM code is required")
+    for c in line.cpt:
+        if cpt_codes.kind(c) is None:
+            raise InvalidCase(rid, src or "cpt", f"bad CPT/HCPCS shape {c!r}")
+        if not cpt_table.is_valid(c):
+            raise InvalidCase(rid, src or "cpt", f"CPT code {c!r} not in the licensed table {cpt_table.source}")
+    for m in line.modifiers:
+        if len(m) != 2:
+            raise InvalidCase(rid, src or "modifiers", f"bad modifier {m!r}")
+    for i in line.icd:
+        if not icd10cm.is_valid(i):
+            raise InvalidCase(rid, src or "icd", f"invalid ICD-10-CM code {i!r}")
+    return line
+
+
+def case_from_record(raw: Mapping[str, Any], cpt_table: cpt_codes.CptTable | None = None) -> Case:
+    """Validate one raw record (file layout) into a :class:`Case`; raises :class:`InvalidCase`."""
+    table = cpt_table or cpt_codes.CptTable()
+    rid = _opt(raw, "id")
+    if rid is None:
+        raise InvalidCase(None, "id", "missing or empty")
+    texts = {name: _text(raw, name, rid, required=(name == "report_text")) for name in TEXT_FIELDS}
+    codes = _codes(raw, rid, table)
+    original = None
+    if _opt(raw, "original_codes"):
+        result = parse(str(raw["original_codes"]))
+        if not result.ok:
+            raise InvalidCase(rid, "original_codes", f"cannot parse code line {raw['original_codes']!r}")
+        original = result.line
+    meta = raw.get("meta") or {}
+    if not isinstance(meta, Mapping):
+        raise InvalidCase(rid, "meta", f"expected a map, got {type(meta).__name__}")
+    return Case(id=rid, **texts, codes=codes, original_codes=original,
+                **{f: _opt(raw, f) for f in META_FIELDS}, meta=dict(meta))

@@ -1,0 +1,96 @@
+"""CPT and HCPCS Level II: shapes, the public radiology section ranges, licensed code tables.
+
+CPT descriptors are licensed by the AMA, so none ship here. The ranges below are the public
+section boundaries; a user-supplied licensed table (CSV ``code,description``) makes validity
+strict (see :class:`CptTable`).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CATEGORY_I = re.compile(r"^\d{5}$")
+CATEGORY_II = re.compile(r"^\d{4}F$")
+CATEGORY_III = re.compile(r"^\d{4}T$")
+HCPCS_II = re.compile(r"^[A-V]\d{4}$")
+
+# (first, last, name): public subsection boundaries of the CPT radiology section, plus the
+# non-invasive vascular studies that radiology departments bill.
+RADIOLOGY_SUBSECTIONS: tuple[tuple[int, int, str], ...] = (
+    (70010, 76499, "diagnostic_radiology"),
+    (76506, 76999, "ultrasound"),
+    (77001, 77022, "radiologic_guidance"),
+    (77046, 77067, "mammography"),
+    (77071, 77092, "bone_joint"),
+    (77261, 77799, "radiation_oncology"),
+    (78012, 79999, "nuclear_medicine"),
+    (93880, 93990, "vascular_ultrasound"),
+)
+
+
+def normalize(code: str) -> str:
+    """Upper-case and strip a CPT/HCPCS code."""
+    return str(code).strip().upper()
+
+
+def kind(code: str) -> str | None:
+    """``cpt1``, ``cpt2``, ``cpt3``, ``hcpcs`` by shape, or None when the shape fits no system."""
+    c = normalize(code)
+    for name, pattern in (("cpt1", CATEGORY_I), ("cpt2", CATEGORY_II), ("cpt3", CATEGORY_III), ("hcpcs", HCPCS_II)):
+        if pattern.match(c):
+            return name
+    return None
+
+
+def looks_like_procedure(token: str) -> bool:
+    """True when ``token`` has the shape of a CPT or HCPCS Level II code."""
+    return kind(token) is not None
+
+
+def subsection(code: str) -> str | None:
+    """The radiology subsection of a Category I code (``74177`` -> ``diagnostic_radiology``)."""
+    c = normalize(code)
+    if not CATEGORY_I.match(c):
+        return None
+    n = int(c)
+    for lo, hi, name in RADIOLOGY_SUBSECTIONS:
+        if lo <= n <= hi:
+            return name
+    return None
+
+
+def is_radiology(code: str) -> bool:
+    """True for a Category I code inside the public radiology ranges (incl. vascular ultrasound)."""
+    return subsection(code) is not None
+
+
+@dataclass(frozen=True)
+class CptTable:
+    """A licensed code table; empty means shape-only validity (the default without a license)."""
+
+    descriptions: dict[str, str] = field(default_factory=dict)
+    source: str | None = None
+
+    @classmethod
+    def from_csv(cls, path: str | Path) -> "CptTable":
+        """Read ``code,description`` rows; raises ValueError naming the row on a bad code."""
+        table: dict[str, str] = {}
+        with open(path, newline="", encoding="utf-8") as fh:
+            for lineno, row in enumerate(csv.DictReader(fh), start=2):
+                code = normalize(row.get("code") or "")
+                if kind(code) is None:
+                    raise ValueError(f"{path}:{lineno}: field 'code' has no CPT/HCPCS shape: {code!r}")
+                table[code] = (row.get("description") or "").strip()
+        return cls(table, str(path))
+
+    @property
+    def strict(self) -> bool:
+        return bool(self.descriptions)
+
+    def is_valid(self, code: str) -> bool:
+        """Valid shape, and listed in the table when a table is loaded."""
+        c = normalize(code)
+        return kind(c) is not None and (not self.strict or c in self.descriptions)

@@ -1,0 +1,148 @@
+"""ICD-10-CM: normalization, validity, hierarchy and the relation of two codes.
+
+Backed by the official CDC/CMS release shipped in ``simple-icd-10-cm``; another release can be
+loaded with :func:`load_release`.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from functools import lru_cache
+
+import simple_icd_10_cm as _cm
+
+_SHAPE = re.compile(r"^[A-Z][0-9][0-9A-Z](\.[0-9A-Z]{1,4})?$")
+
+
+class Relation(str, Enum):
+    """How a predicted code relates to a reference code."""
+
+    SAME = "same"
+    ANCESTOR = "ancestor"  # the other code is less specific (a parent of the reference)
+    DESCENDANT = "descendant"  # the other code is more specific
+    SIBLING = "sibling"  # same 3-character category, neither contains the other
+    SAME_CHAPTER = "same_chapter"
+    UNRELATED = "unrelated"
+
+
+def normalize(code: str) -> str:
+    """Return ``code`` upper-cased, without spaces, with the dot after the third character."""
+    raw = re.sub(r"[\s.]", "", str(code)).upper()
+    return raw if len(raw) <= 3 else f"{raw[:3]}.{raw[3:]}"
+
+
+def looks_like_icd(token: str) -> bool:
+    """True when ``token`` has the shape of an ICD-10-CM code (letter, digit, alnum, ...)."""
+    return bool(_SHAPE.match(normalize(token))) and not token.strip().isdigit()
+
+
+@lru_cache(maxsize=None)
+def is_valid(code: str) -> bool:
+    """True when ``code`` is a category or subcategory (billable or not) of the loaded release."""
+    c = normalize(code)
+    return bool(_SHAPE.match(c)) and _cm.is_valid_item(c) and _cm.is_category_or_subcategory(c)
+
+
+@lru_cache(maxsize=None)
+def is_billable(code: str) -> bool:
+    """True when ``code`` is valid and a leaf (a code that may be reported on a claim)."""
+    c = normalize(code)
+    return is_valid(c) and _cm.is_leaf(c)
+
+
+def category(code: str) -> str:
+    """The 3-character category (``M25.511`` -> ``M25``); defined for any code-shaped string."""
+    return normalize(code)[:3]
+
+
+@lru_cache(maxsize=None)
+def _category_ancestors(cat: str) -> tuple[str, ...]:
+    return tuple(_cm.get_ancestors(cat)) if _cm.is_valid_item(cat) and _cm.is_category(cat) else ()
+
+
+def chapter(code: str) -> str | None:
+    """The chapter number (``"13"``) of the code's category, or None if the category does not exist."""
+    anc = _category_ancestors(category(code))
+    return anc[-1] if anc else None
+
+
+def block(code: str) -> str | None:
+    """The block (``"M20-M25"``) of the code's category, or None if the category does not exist."""
+    anc = _category_ancestors(category(code))
+    return anc[-2] if len(anc) >= 2 else None
+
+
+@lru_cache(maxsize=None)
+def ancestors(code: str) -> tuple[str, ...]:
+    """Less specific codes above ``code``, nearest first, up to its category (blocks excluded)."""
+    c = normalize(code)
+    if not is_valid(c):
+        return ()
+    return tuple(a for a in _cm.get_ancestors(c) if _cm.is_category_or_subcategory(a))
+
+
+@lru_cache(maxsize=None)
+def descendants(code: str) -> tuple[str, ...]:
+    """More specific codes below ``code`` (empty for a leaf or an invalid code)."""
+    c = normalize(code)
+    return tuple(_cm.get_descendants(c)) if is_valid(c) else ()
+
+
+def billable_in_category(code: str) -> tuple[str, ...]:
+    """Billable codes of the code's 3-character category (its siblings and relatives)."""
+    cat = category(code)
+    if not is_valid(cat):
+        return ()
+    return tuple(d for d in ((cat,) + descendants(cat)) if is_billable(d))
+
+
+def description(code: str) -> str:
+    """The official short description; raises KeyError naming the code when it is not valid."""
+    c = normalize(code)
+    if not is_valid(c):
+        raise KeyError(f"ICD-10-CM code {code!r} is not in the loaded release")
+    return _cm.get_description(c)
+
+
+def relation(reference: str, other: str) -> Relation:
+    """How ``other`` relates to ``reference`` (e.g. gold vs predicted)."""
+    a, b = normalize(reference), normalize(other)
+    if a == b:
+        return Relation.SAME
+    if b in ancestors(a):
+        return Relation.ANCESTOR
+    if a in ancestors(b):
+        return Relation.DESCENDANT
+    if category(a) == category(b):
+        return Relation.SIBLING
+    ca, cb = chapter(a), chapter(b)
+    if ca is not None and ca == cb:
+        return Relation.SAME_CHAPTER
+    return Relation.UNRELATED
+
+
+def all_billable() -> tuple[str, ...]:
+    """Every billable code of the loaded release."""
+    return _all_billable()
+
+
+@lru_cache(maxsize=1)
+def _all_billable() -> tuple[str, ...]:
+    return tuple(c for c in _cm.get_all_codes(with_dots=True) if _cm.is_category_or_subcategory(c) and _cm.is_leaf(c))
+
+
+def release_name() -> str:
+    """Name of the loaded release file (for manifests)."""
+    return _release["name"]
+
+
+_release = {"name": "simple-icd-10-cm:icd10c-tabular-April-1-2026"}
+
+
+def load_release(tabular_xml: str, code_list: str | None = None) -> None:
+    """Switch to another official release (tabular XML and optional code list); clears caches."""
+    _cm.change_version(all_codes_file_path=code_list, classification_data_file_path=tabular_xml)
+    for fn in (is_valid, is_billable, _category_ancestors, ancestors, descendants, _all_billable):
+        fn.cache_clear()
+    _release["name"] = str(tabular_xml)

@@ -1,0 +1,261 @@
+"""The one config system: dataclass sections, YAML files and ``key=value`` overrides.
+
+A recipe (``configs/v17.yaml``) has one YAML map per section of :class:`Recipe`. Overrides use
+dotted keys (``train.learning_rate=2e-5``); values are read as YAML, then checked against the
+field's type. Unknown keys are errors that name the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A bad config key or value; the message names the key."""
+
+
+# ----------------------------------------------------------------------------- sections
+@dataclass
+class DataConfig:
+    """Where cases come from and how they are split."""
+
+    sources: list[str] = field(default_factory=list)  # case files or postgresql:// queries; empty = synthetic
+    synth_n: int = 3000  # synthetic cases when no source is given
+    synth_seed: int = 17
+    cpt_table: str | None = None  # licensed CPT CSV (code,description): makes CPT validity strict
+    previous_manifest: str | None = None  # previous version's training manifest (filters `retained`)
+    retained: list[str] = field(default_factory=list)  # earlier version's pool
+    hard_ids: list[str] = field(default_factory=list)
+    specificity_ids: list[str] = field(default_factory=list)
+    specificity_weight: int = 3
+    heldout_size: float = 0.15  # fraction (<1) or count (>=1); the V17 recipe holds out 5,950
+    val_size: int = 250
+    seed: int = 17
+    out_dir: str = "out/data"
+
+
+@dataclass
+class RetrievalConfig:
+    """Few-shot retrieval, candidate lists and the leakage defense."""
+
+    dense: bool = True
+    embedding_model: str | None = None  # local path; None = the packaged all-MiniLM-L6-v2
+    reranker: str | None = None  # local cross-encoder path; None = no reranking
+    n_shots: int = 3
+    bm25_top: int = 50
+    dense_top: int = 50
+    rrf_k: int = 60
+    cpt_candidates: int = 8
+    icd_candidates: int = 12
+    widen_icd: bool = True  # add specific codes of candidate categories
+    leak_cosine: float = 0.97
+
+
+@dataclass
+class PromptConfig:
+    """Prompt layout."""
+
+    explicit_share: float = 0.7
+    rules_file: str | None = None  # None = nyxmed/resources/coding_rules.txt
+    max_length: int = 2560
+    seed: int = 17
+
+
+@dataclass
+class ModelConfig:
+    base_model: str = "meta-llama/Meta-Llama-3-70B-Instruct"  # local path or Hub id
+    tokenizer: str | None = None  # defaults to base_model
+    attn_implementation: str = "sdpa"
+    dtype: str = "bfloat16"
+
+
+@dataclass
+class LoraSettings:
+    r: int = 64
+    alpha: int = 128
+    dropout: float = 0.05
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "out/train"
+    dataset_dir: str | None = None  # a saved DatasetDict from `nyxmed build-data`
+    epochs: float = 2.0
+    learning_rate: float = 1e-5
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    micro_batch_size: int = 1
+    gradient_accumulation_steps: int = 8
+    gradient_checkpointing: bool = True
+    bf16: bool = True
+    eval_steps: int = 50
+    save_steps: int = 50
+    logging_steps: int = 10
+    early_stopping_patience: int = 3
+    early_stopping_threshold: float = 0.0
+    deepspeed: str | None = "ds_configs/zero3.json"
+    seed: int = 17
+    max_steps: int = -1
+    resume: bool = False
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 4
+    max_new_tokens: int = 64
+    backend: str = "transformers"  # transformers | vllm | openai
+    bootstrap: int = 1000
+    seed: int = 17
+
+
+@dataclass
+class Recipe:
+    """A whole run: every section, one file."""
+
+    name: str = "v17"
+    data: DataConfig = field(default_factory=DataConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# ----------------------------------------------------------------------------- machinery
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a map for section {tp.__name__}, got {value!r}")
+        return from_dict(tp, value, prefix=f"{key}.")
+    if origin in (list, tuple):
+        (inner,) = typing.get_args(tp)[:1] or (Any,)
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML 1.1 reads "2e-5" as text
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if isinstance(value, (dict, list)) or value is None:
+            raise ConfigError(f"{key}: expected text, got {value!r}")
+        return str(value)
+    return value
+
+
+def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a (nested) map; unknown keys raise :class:`ConfigError`."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown config key '{prefix}{unknown[0]}' (known: {', '.join(sorted(names))})")
+    return cls(**{k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in data.items()})
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    return dataclasses.asdict(obj)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set dotted ``key=value`` pairs (values parsed as YAML) into a nested map."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not key=value")
+        node = data
+        parts = key.strip().lstrip("-").split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+    return data
+
+
+def load(cls: type[T], path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> T:
+    """Defaults, then the YAML file, then overrides; returns a checked ``cls``."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a YAML map at the top level")
+    data = apply_overrides(data, list(overrides or []))
+    return from_dict(cls, data)
+
+
+def load_recipe(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Recipe:
+    return load(Recipe, path, overrides)
+
+
+def save(obj: Any, path: str | os.PathLike) -> Path:
+    """Write the fully resolved config as YAML, atomically."""
+    text = yaml.safe_dump(to_dict(obj), sort_keys=False)
+    return write_atomic(path, text)
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
+    """Write a file via a temp file in the same folder and rename, so readers never see half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,93 @@
+"""A tiny Llama-3-architecture model and a locally built Llama-3-style tokenizer.
+
+Stands in for the 70B base on machines without the weights: same architecture class, same
+special tokens and chat template, built from :class:`LlamaConfig` and a BPE trained on local
+text. Never downloads anything.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+BOS, EOS, EOT = "<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"
+HEADER_START, HEADER_END = "<|start_header_id|>", "<|end_header_id|>"
+PAD = "<|finetune_right_pad_id|>"
+SPECIAL_TOKENS = [BOS, EOS, "<|reserved_special_token_0|>", "<|reserved_special_token_1|>", PAD,
+                  "<|reserved_special_token_2|>", HEADER_START, HEADER_END, "<|eom_id|>", EOT]
+
+# The chat template of Meta-Llama-3-Instruct, verbatim.
+LLAMA3_CHAT_TEMPLATE = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}"
+    "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'"
+    "+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}"
+    "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+
+
+def build_tokenizer(corpus: Iterable[str], vocab_size: int = 2048) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE on ``corpus`` with Llama-3's special tokens and chat template.
+
+    Digits are split one by one so that a tiny model can learn to copy and compose codes.
+    """
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(corpus, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOT, pad_token=PAD,
+                                   additional_special_tokens=[EOS, HEADER_START, HEADER_END])
+    fast.chat_template = LLAMA3_CHAT_TEMPLATE
+    fast.padding_side = "left"
+    fast.model_max_length = 8192
+    return fast
+
+
+def tiny_llama_config(tokenizer: PreTrainedTokenizerFast, hidden_size: int = 64, layers: int = 2,
+                      heads: int = 4, kv_heads: int = 2, intermediate_size: int = 176,
+                      max_positions: int = 4096) -> LlamaConfig:
+    """A Llama-3-shaped config (GQA, RoPE theta 500k, untied head) at toy size."""
+    return LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=intermediate_size,
+        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+        max_position_embeddings=max_positions, rope_theta=500000.0, rms_norm_eps=1e-5,
+        tie_word_embeddings=False, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=[tokenizer.convert_tokens_to_ids(EOS), tokenizer.convert_tokens_to_ids(EOT)],
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def build_tiny_model(tokenizer: PreTrainedTokenizerFast, seed: int = 0, **sizes) -> LlamaForCausalLM:
+    """A randomly initialised tiny Llama (fp32) for ``tokenizer``."""
+    torch.manual_seed(seed)
+    config = tiny_llama_config(tokenizer, **sizes)
+    return LlamaForCausalLM(config)
+
+
+def save_base(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, out_dir: str | Path) -> Path:
+    """Save model, tokenizer and a greedy generation config (stop at end of turn) in one folder."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=model.config.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, do_sample=False,
+    )
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def build_tiny_base(corpus: Iterable[str], out_dir: str | Path, vocab_size: int = 2048, seed: int = 0,
+                    **sizes) -> Path:
+    """Tokenizer + random tiny Llama saved to ``out_dir``: a local stand-in for a base model path."""
+    tokenizer = build_tokenizer(corpus, vocab_size=vocab_size)
+    return save_base(build_tiny_model(tokenizer, seed=seed, **sizes), tokenizer, out_dir)
