@@ -55,3 +55,28 @@ def pg_dsn():
             pytest.fail(f"PostgreSQL at NYXMED_PG_DSN is not reachable: {exc}")
         pytest.skip(f"PostgreSQL not reachable: {exc}")
     return dsn
+
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def make_adapter(base_dir, out_dir, seed: int = 1):
+    """A PEFT LoRA adapter (r=8, all projections) on ``base_dir`` with random nonzero A and B."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=LORA_TARGETS, init_lora_weights=False)
+    peft_model = get_peft_model(model, config)
+    peft_model.peft_config["default"].base_model_name_or_path = str(base_dir)
+    peft_model.save_pretrained(out_dir)
+    AutoTokenizer.from_pretrained(base_dir).save_pretrained(out_dir)
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter_dir(tmp_path_factory, tiny_base_dir):
+    """A saved LoRA adapter folder for ``tiny_base_dir`` (nonzero LoRA B, so merging changes weights)."""
+    return make_adapter(tiny_base_dir, tmp_path_factory.mktemp("tiny_adapter"))
