@@ -12,10 +12,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CATEGORY_I = re.compile(r"^\d{5}$")
-CATEGORY_II = re.compile(r"^\d{4}F$")
-CATEGORY_III = re.compile(r"^\d{4}T$")
-HCPCS_II = re.compile(r"^[A-V]\d{4}$")
+# [0-9], not \d: \d also matches other scripts' digits ("١٢٣٤٥"), which are no CPT code.
+CATEGORY_I = re.compile(r"^[0-9]{5}$")
+CATEGORY_II = re.compile(r"^[0-9]{4}F$")
+CATEGORY_III = re.compile(r"^[0-9]{4}T$")
+HCPCS_II = re.compile(r"^[A-V][0-9]{4}$")
 
 # (first, last, name): public subsection boundaries of the CPT radiology section, plus the
 # non-invasive vascular studies that radiology departments bill.
@@ -76,14 +77,30 @@ class CptTable:
 
     @classmethod
     def from_csv(cls, path: str | Path) -> "CptTable":
-        """Read ``code,description`` rows; raises ValueError naming the row on a bad code."""
+        """Read ``code,description`` rows; raises ValueError naming the file and line of a bad row.
+
+        An empty table is an error: a licensed table that silently loaded nothing would turn
+        strict validity back into shape-only validity.
+        """
         table: dict[str, str] = {}
-        with open(path, newline="", encoding="utf-8") as fh:
-            for lineno, row in enumerate(csv.DictReader(fh), start=2):
+        with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: spreadsheets add a BOM
+            reader = csv.DictReader(fh)
+            columns = [c.strip().lower() for c in reader.fieldnames or []]
+            if "code" not in columns:
+                raise ValueError(f"{path}:1: header has no 'code' column (got {reader.fieldnames!r}); "
+                                 "expected 'code,description'")
+            reader.fieldnames = columns
+            for row in reader:
+                where = f"{path}:{reader.line_num}"
                 code = normalize(row.get("code") or "")
                 if kind(code) is None:
-                    raise ValueError(f"{path}:{lineno}: field 'code' has no CPT/HCPCS shape: {code!r}")
-                table[code] = (row.get("description") or "").strip()
+                    raise ValueError(f"{where}: field 'code' has no CPT/HCPCS shape: {code!r}")
+                desc = (row.get("description") or "").strip()
+                if code in table and table[code] != desc:
+                    raise ValueError(f"{where}: code {code!r} listed twice with different descriptions")
+                table[code] = desc
+        if not table:
+            raise ValueError(f"{path}: no codes in the CPT table")
         return cls(table, str(path))
 
     @property

@@ -6,13 +6,16 @@ loaded with :func:`load_release`.
 
 from __future__ import annotations
 
+import importlib
 import re
 from enum import Enum
 from functools import lru_cache
+from pathlib import Path
 
 import simple_icd_10_cm as _cm
 
-_SHAPE = re.compile(r"^[A-Z][0-9][0-9A-Z](\.[0-9A-Z]{1,4})?$")
+# Letter, digit, alphanumeric; or letter, letter, digit (FY2026 added QA0: genetic disorders).
+_SHAPE = re.compile(r"^[A-Z](?:[0-9][0-9A-Z]|[A-Z][0-9])(\.[0-9A-Z]{1,4})?$")
 
 
 class Relation(str, Enum):
@@ -26,6 +29,10 @@ class Relation(str, Enum):
     UNRELATED = "unrelated"
 
 
+_CACHE = 1 << 18  # bounded: parse() feeds arbitrary model output through these look-ups
+
+
+@lru_cache(maxsize=_CACHE)
 def normalize(code: str) -> str:
     """Return ``code`` upper-cased, without spaces, with the dot after the third character."""
     raw = re.sub(r"[\s.]", "", str(code)).upper()
@@ -37,18 +44,24 @@ def looks_like_icd(token: str) -> bool:
     return bool(_SHAPE.match(normalize(token))) and not token.strip().isdigit()
 
 
-@lru_cache(maxsize=None)
 def is_valid(code: str) -> bool:
     """True when ``code`` is a category or subcategory (billable or not) of the loaded release."""
-    c = normalize(code)
+    return _is_valid(normalize(code))
+
+
+@lru_cache(maxsize=_CACHE)
+def _is_valid(c: str) -> bool:
     return bool(_SHAPE.match(c)) and _cm.is_valid_item(c) and _cm.is_category_or_subcategory(c)
 
 
-@lru_cache(maxsize=None)
 def is_billable(code: str) -> bool:
     """True when ``code`` is valid and a leaf (a code that may be reported on a claim)."""
-    c = normalize(code)
-    return is_valid(c) and _cm.is_leaf(c)
+    return _is_billable(normalize(code))
+
+
+@lru_cache(maxsize=_CACHE)
+def _is_billable(c: str) -> bool:
+    return _is_valid(c) and _cm.is_leaf(c)
 
 
 def category(code: str) -> str:
@@ -56,7 +69,7 @@ def category(code: str) -> str:
     return normalize(code)[:3]
 
 
-@lru_cache(maxsize=None)
+@lru_cache(maxsize=_CACHE)
 def _category_ancestors(cat: str) -> tuple[str, ...]:
     return tuple(_cm.get_ancestors(cat)) if _cm.is_valid_item(cat) and _cm.is_category(cat) else ()
 
@@ -73,20 +86,28 @@ def block(code: str) -> str | None:
     return anc[-2] if len(anc) >= 2 else None
 
 
-@lru_cache(maxsize=None)
 def ancestors(code: str) -> tuple[str, ...]:
     """Less specific codes above ``code``, nearest first, up to its category (blocks excluded)."""
-    c = normalize(code)
-    if not is_valid(c):
+    return _ancestors(normalize(code))
+
+
+@lru_cache(maxsize=_CACHE)
+def _ancestors(c: str) -> tuple[str, ...]:
+    if not _is_valid(c):
         return ()
-    return tuple(a for a in _cm.get_ancestors(c) if _cm.is_category_or_subcategory(a))
+    # A block holding one category shares its name (B99 in block "B99"): drop it and the code itself.
+    found = (a for a in _cm.get_ancestors(c) if a != c and _cm.is_category_or_subcategory(a))
+    return tuple(dict.fromkeys(found))
 
 
-@lru_cache(maxsize=None)
 def descendants(code: str) -> tuple[str, ...]:
     """More specific codes below ``code`` (empty for a leaf or an invalid code)."""
-    c = normalize(code)
-    return tuple(_cm.get_descendants(c)) if is_valid(c) else ()
+    return _descendants(normalize(code))
+
+
+@lru_cache(maxsize=4096)
+def _descendants(c: str) -> tuple[str, ...]:
+    return tuple(_cm.get_descendants(c)) if _is_valid(c) else ()
 
 
 def billable_in_category(code: str) -> tuple[str, ...]:
@@ -110,11 +131,11 @@ def relation(reference: str, other: str) -> Relation:
     a, b = normalize(reference), normalize(other)
     if a == b:
         return Relation.SAME
-    if b in ancestors(a):
+    if b in _ancestors(a):
         return Relation.ANCESTOR
-    if a in ancestors(b):
+    if a in _ancestors(b):
         return Relation.DESCENDANT
-    if category(a) == category(b):
+    if a[:3] == b[:3]:
         return Relation.SIBLING
     ca, cb = chapter(a), chapter(b)
     if ca is not None and ca == cb:
@@ -129,7 +150,9 @@ def all_billable() -> tuple[str, ...]:
 
 @lru_cache(maxsize=1)
 def _all_billable() -> tuple[str, ...]:
-    return tuple(c for c in _cm.get_all_codes(with_dots=True) if _cm.is_category_or_subcategory(c) and _cm.is_leaf(c))
+    # dict.fromkeys: a block holding one category has the category's name, so the walk meets it twice
+    return tuple(dict.fromkeys(
+        c for c in _cm.get_all_codes(with_dots=True) if _cm.is_category_or_subcategory(c) and _cm.is_leaf(c)))
 
 
 def release_name() -> str:
@@ -137,12 +160,29 @@ def release_name() -> str:
     return _release["name"]
 
 
-_release = {"name": "simple-icd-10-cm:icd10c-tabular-April-1-2026"}
+_SHIPPED = "simple-icd-10-cm:" + importlib.import_module("simple_icd_10_cm.simple_icd_10_cm") \
+    ._classification_data_package_file_name.removesuffix(".xml")
+_release = {"name": _SHIPPED}
 
 
-def load_release(tabular_xml: str, code_list: str | None = None) -> None:
-    """Switch to another official release (tabular XML and optional code list); clears caches."""
-    _cm.change_version(all_codes_file_path=code_list, classification_data_file_path=tabular_xml)
-    for fn in (is_valid, is_billable, _category_ancestors, ancestors, descendants, _all_billable):
-        fn.cache_clear()
-    _release["name"] = str(tabular_xml)
+def load_release(tabular_xml: str | None = None, code_list: str | None = None) -> None:
+    """Switch to another official release and clear every cache; no arguments = the shipped one.
+
+    ``tabular_xml`` is the CMS tabular XML (``icd10cm_tabular_2027.xml``); ``code_list`` the code
+    list of the same release (``icd10cm_codes_2027.txt``: one code a line, description after a
+    space), which confirms the codes built from 7th-character rules. Both or neither.
+    """
+    if (tabular_xml is None) != (code_list is None):
+        missing = "code_list" if code_list is None else "tabular_xml"
+        raise ValueError(f"load_release: {missing} is required with the other file "
+                         f"(tabular_xml={tabular_xml!r}, code_list={code_list!r})")
+    for path in (tabular_xml, code_list):
+        if path is not None and not Path(path).is_file():
+            raise FileNotFoundError(f"load_release: no such file {str(path)!r}")
+    try:
+        _cm.change_version(all_codes_file_path=None if code_list is None else str(code_list),
+                           classification_data_file_path=None if tabular_xml is None else str(tabular_xml))
+    finally:  # even a half-loaded release must not be answered from the old one's caches
+        for fn in (_is_valid, _is_billable, _category_ancestors, _ancestors, _descendants, _all_billable):
+            fn.cache_clear()
+    _release["name"] = _SHIPPED if tabular_xml is None else str(tabular_xml)
