@@ -80,22 +80,40 @@ def _text(raw: Mapping[str, Any], name: str, rid: str | None, required: bool = T
     return value.strip()
 
 
-def _opt(raw: Mapping[str, Any], name: str) -> str | None:
+def _opt(raw: Mapping[str, Any], name: str, rid: str | None = None) -> str | None:
     value = raw.get(name)
-    if value is None or (isinstance(value, float) and value != value) or str(value).strip() == "":
+    if value is None or (isinstance(value, float) and value != value):
         return None
-    return str(value).strip()
+    # scalars only: str() of a map, a list or raw bytes would pass as text
+    if isinstance(value, (Mapping, list, tuple, set, bytes, bool)):
+        raise InvalidCase(rid, name, f"expected text, got {type(value).__name__}")
+    return str(value).strip() or None
+
+
+def _code_list(raw: Mapping[str, Any], name: str, rid: str | None) -> Any:
+    """A code field as stored: a list of codes or a space-separated string (CSV)."""
+    value = raw.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    if not isinstance(value, (list, tuple)):
+        raise InvalidCase(rid, name, f"expected a list of codes or a space-separated string, got {type(value).__name__}")
+    for item in value:
+        if not isinstance(item, (str, int)) or isinstance(item, bool):
+            raise InvalidCase(rid, name, f"expected codes as text, got {type(item).__name__} {item!r}")
+    return value
 
 
 def _codes(raw: Mapping[str, Any], rid: str | None, cpt_table: cpt_codes.CptTable) -> CodeLine:
     if raw.get("codes") not in (None, "") and all(raw.get(k) in (None, "", []) for k in CODE_FIELDS):
-        result = parse(str(raw["codes"]))
+        if not isinstance(raw["codes"], str):
+            raise InvalidCase(rid, "codes", f"expected a code line as text, got {type(raw['codes']).__name__}")
+        result = parse(raw["codes"])
         line = result.line
         if not result.ok:
             raise InvalidCase(rid, "codes", f"cannot parse code line {raw['codes']!r}")
         src = "codes"
     else:
-        line = CodeLine.of(raw.get("cpt"), raw.get("modifiers"), raw.get("icd"))
+        line = CodeLine.of(*(_code_list(raw, k, rid) for k in CODE_FIELDS))
         src = None
     if not line.cpt:
         raise InvalidCase(rid, src or "cpt", "at least one CPT code is required")
@@ -124,7 +142,7 @@ def case_from_record(raw: Mapping[str, Any], cpt_table: cpt_codes.CptTable | Non
     texts = {name: _text(raw, name, rid, required=(name == "report_text")) for name in TEXT_FIELDS}
     codes = _codes(raw, rid, table)
     original = None
-    if _opt(raw, "original_codes"):
+    if _opt(raw, "original_codes", rid):
         result = parse(str(raw["original_codes"]))
         if not result.ok:
             raise InvalidCase(rid, "original_codes", f"cannot parse code line {raw['original_codes']!r}")
@@ -133,4 +151,4 @@ def case_from_record(raw: Mapping[str, Any], cpt_table: cpt_codes.CptTable | Non
     if not isinstance(meta, Mapping):
         raise InvalidCase(rid, "meta", f"expected a map, got {type(meta).__name__}")
     return Case(id=rid, **texts, codes=codes, original_codes=original,
-                **{f: _opt(raw, f) for f in META_FIELDS}, meta=dict(meta))
+                **{f: _opt(raw, f, rid) for f in META_FIELDS}, meta=dict(meta))

@@ -106,9 +106,13 @@ def _validate(args) -> int:
         return 2
     try:
         table = CptTable.from_csv(args.cpt_table) if args.cpt_table else None
+    except (OSError, ValueError) as exc:
+        print(f"nyxmed validate: --cpt-table: {exc}", file=sys.stderr)
+        return 2
+    try:
         source = source_from_spec(args.source, args.query, parse_mapping(args.map), args.batch_size)
         result = read_cases(source, table, args.rejects)
-    except (SourceError, OSError, ValueError) as exc:
+    except (SourceError, OSError) as exc:
         print(f"nyxmed validate: {exc}", file=sys.stderr)
         return 2
     console = Console()
