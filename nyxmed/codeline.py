@@ -12,10 +12,13 @@ from dataclasses import dataclass, field
 from nyxmed.codes import cpt as cpt_codes
 from nyxmed.codes import icd10cm, modifiers as mod_codes
 
-_SPECIAL = re.compile(r"<\|[^|>]{1,40}\|>")
+_SPECIAL = re.compile(r"<\|[^|>]{1,40}\|>|</?s>")
 _FENCE = re.compile(r"```[a-zA-Z]*")
-_LABEL = re.compile(r"^\s*(?:final\s+)?(?:codes?|answer|code\s*line|billing\s+codes?)\s*[:\-]\s*", re.I)
+_MARKUP = re.compile(r"[*`]")  # markdown emphasis and inline code never belong to a code
+_LABEL = re.compile(r"^\s*(?:[-#>]+\s*)?(?:final\s+)?(?:codes?|answer|code\s*line|billing\s+codes?)\s*[:\-]\s*", re.I)
 _SPLIT_TOKENS = re.compile(r"[\s;/|]+")
+_WRAPPING = "\"'()[]{}<>:.-"  # quotes, brackets and sentence punctuation around a token
+_HYPHENATED = re.compile(r"^([0-9]{5}|[0-9]{4}[FT]|[A-V][0-9]{4})-([0-9A-Z]{2})$")  # claim form: 74177-26
 
 
 @dataclass(frozen=True)
@@ -57,8 +60,11 @@ class CodeLine:
 
 @dataclass(frozen=True)
 class ParseResult:
+    """The parsed line, what was wrong with the text (``issues``) and the tokens that were not codes."""
+
     line: CodeLine
     issues: tuple[str, ...] = field(default_factory=tuple)
+    dropped: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def ok(self) -> bool:
@@ -73,6 +79,8 @@ def _as_list(value) -> list[str]:
         return []
     if isinstance(value, str):
         return [t for t in _SPLIT_TOKENS.split(value) if t]
+    if isinstance(value, (int, float)):  # one code read as a number from a spreadsheet
+        return [str(value)]
     return [str(v) for v in value if str(v).strip()]
 
 
@@ -82,11 +90,32 @@ def _dedupe(items) -> tuple[str, ...]:
 
 def _clean(text: str) -> str:
     text = _SPECIAL.sub("\n", text)
-    return _FENCE.sub("\n", text)
+    return _MARKUP.sub("", _FENCE.sub("\n", text))
+
+
+def _tokens(field_text: str) -> list[str]:
+    """Split a field into tokens without wrapping punctuation; ``74177-26`` becomes two tokens."""
+    out = []
+    for raw in _SPLIT_TOKENS.split(field_text):
+        hyphenated = _HYPHENATED.match(raw.upper())
+        if hyphenated:
+            out += hyphenated.groups()
+        elif raw.strip(_WRAPPING):
+            out.append(raw.strip(_WRAPPING))
+    return out
+
+
+def _is_ambiguous(token: str) -> bool:
+    """HCPCS-shaped and a valid ICD-10-CM code written without its dot (``R1084``)."""
+    t = token.upper()
+    return cpt_codes.kind(t) == "hcpcs" and icd10cm.is_valid(t)
 
 
 def _token_kind(token: str) -> str | None:
-    """Classify a token by its shape alone: ``cpt``, ``mod``, ``icd`` or None."""
+    """Classify a token by its shape alone: ``cpt``, ``mod``, ``icd`` or None.
+
+    An ambiguous token (see :func:`_is_ambiguous`) is ``cpt`` here; callers decide by position.
+    """
     t = token.strip().upper()
     if "." in t or (icd10cm.looks_like_icd(t) and not cpt_codes.looks_like_procedure(t)):
         return "icd" if icd10cm.looks_like_icd(t) else None
@@ -98,7 +127,7 @@ def _token_kind(token: str) -> str | None:
 
 
 def _holds_codes(line: str) -> bool:
-    return any(_token_kind(t) in ("cpt", "icd") for t in re.split(r"[\s,]+", line) if t)
+    return any(_token_kind(t) in ("cpt", "icd") for t in _tokens(line.replace(",", " ")))
 
 
 def parse(text: object) -> ParseResult:
@@ -124,32 +153,46 @@ def _parse(text: object) -> ParseResult:
     line = candidates[0]
     if len(candidates) > 1:
         issues.append(f"{len(candidates) - 1} further line(s) with codes ignored")
-    fields = [f.strip() for f in line.split(",")]
-    cpts, mods, icds = [], [], []
-    first = [t for t in _SPLIT_TOKENS.split(fields[0]) if t]
-    second = [t for t in _SPLIT_TOKENS.split(fields[1]) if t] if len(fields) > 1 else []
-    positional = len(fields) >= 2 and all(_token_kind(t) == "mod" for t in second)
-    if positional and all(_token_kind(t) == "cpt" for t in first):
-        cpts, mods = first, second
-        rest = [t for f in fields[2:] for t in _SPLIT_TOKENS.split(f) if t]
+    fields = [_tokens(f) for f in line.split(",")]
+    first, second = fields[0], (fields[1] if len(fields) > 1 else [])
+    # a known modifier may ride in the procedure field (claim form 74177-26, or "74177 26")
+    positional = (len(fields) >= 2 and all(_token_kind(t) == "mod" for t in second) and all(
+        _token_kind(t) == "cpt" or (_token_kind(t) == "mod" and mod_codes.is_known(t)) for t in first))
+    cpts, mods, icds, dropped = [], [], [], []
+    if positional:
+        cpts = [t for t in first if _token_kind(t) == "cpt"]
+        mods = [t for t in first if _token_kind(t) == "mod"] + second
+        rest = [t for f in fields[2:] for t in f]
     else:
         issues.append("fields not in position; read by shape")
-        rest = [t for f in fields for t in _SPLIT_TOKENS.split(f) if t]
+        rest = [t for f in fields for t in f]
     for tok in rest:
         kind = _token_kind(tok)
-        if kind == "icd" or (positional and kind == "cpt" and icd10cm.is_valid(tok)):
+        # HCPCS-shaped ICD without its dot: a diagnosis in the diagnosis slots, or once a
+        # procedure has been read (lines lead with procedures); otherwise a procedure.
+        if kind == "cpt" and _is_ambiguous(tok) and (positional or cpts):
+            kind = "icd"
+        if kind == "icd":
             icds.append(tok)
         elif kind == "cpt":
+            if positional:
+                issues.append(f"procedure code {tok.upper()!r} after the modifier slot")
             cpts.append(tok)
-        elif kind == "mod":
+        elif kind == "mod" and (positional or mod_codes.is_known(tok)):
+            if positional:
+                issues.append(f"modifier {tok.upper()!r} after the modifier slot")
             mods.append(tok)
         else:
+            dropped.append(tok)
             issues.append(f"token {tok!r} is not a code; dropped")
     result = CodeLine.of(cpts, mods, icds)
+    n_read = len(cpts) + len(mods) + len(icds)
+    if n_read > len(result.cpt) + len(result.modifiers) + len(result.icd):
+        issues.append("duplicate codes dropped")
     issues += [f"invalid code {c!r}" for c in result.invalid_codes()]
     issues += [f"ICD-10-CM code {c!r} is not billable" for c in result.icd if icd10cm.is_valid(c) and not icd10cm.is_billable(c)]
     if not result.cpt:
         issues.append("no procedure code")
     if not result.icd:
         issues.append("no diagnosis code")
-    return ParseResult(result, tuple(issues))
+    return ParseResult(result, tuple(issues), tuple(dropped))
