@@ -112,6 +112,17 @@ class TrainConfig:
     seed: int = 17
     max_steps: int = -1
     resume: bool = False
+    # Speed (docs/performance.md): padding-free packing of each micro-batch into one row, fused
+    # kernels, and ZeRO-3 knobs written over the DeepSpeed JSON (null = keep the JSON's value).
+    packing: bool = False
+    packing_max_tokens: int | None = None  # None = the whole micro-batch in one row
+    use_liger: bool = False  # Liger Kernel fused RMSNorm/SwiGLU/RoPE/linear-cross-entropy (GPU)
+    zero3_prefetch_bucket_size: int | None = None
+    zero3_max_live_parameters: int | None = None
+    zero3_max_reuse_distance: int | None = None
+    zero3_param_persistence_threshold: int | None = None
+    zero3_overlap_comm: bool | None = None
+    zero3_reduce_bucket_size: int | None = None
 
 
 @dataclass

@@ -1,0 +1,211 @@
+"""Packing: packed loss and gradients equal the padded ones; no example sees its neighbour."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nyxmed.packing import (IGNORE_INDEX, PackingCollator, check_packing_supported, length_grouped_order,
+                            pack_indices, weighted_lm_loss)
+from nyxmed.tiny import build_tiny_model
+
+TEXTS = [
+    "CT abdomen pelvis with contrast findings no acute abnormality",
+    "MRI brain without contrast reason for exam pain",
+    "ultrasound duplex venous lower extremity bilateral impression",
+    "chest radiograph two views nodule effusion",
+]
+ANSWERS = ["74177, 26, R10.84, K57.30", "70551, , R51.9", "93970, , I83.93", "71046, 26, R91.1"]
+WEIGHTS = [1.0, 3.0, 1.0, 2.0]
+
+
+@pytest.fixture(scope="module")
+def examples(tiny_tokenizer):
+    """Features shaped like the built dataset: labels -100 except the answer and <|eot_id|>."""
+    out = []
+    for k, (text, answer, w) in enumerate(zip(TEXTS, ANSWERS, WEIGHTS)):
+        prompt = [tiny_tokenizer.bos_token_id] + tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
+        ans = tiny_tokenizer(answer, add_special_tokens=False)["input_ids"] + [tiny_tokenizer.eos_token_id]
+        out.append({"id": f"ex{k}", "input_ids": prompt + ans, "labels": [IGNORE_INDEX] * len(prompt) + ans,
+                    "weight": w})
+    assert len({len(e["input_ids"]) for e in out}) > 1, "examples must differ in length"
+    return out
+
+
+@pytest.fixture(scope="module")
+def model(tiny_tokenizer):
+    return build_tiny_model(tiny_tokenizer, seed=1).float().train()
+
+
+def _grads(model) -> dict[str, torch.Tensor]:
+    return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _unpadded_reference(model, examples):
+    """The V17 baseline: micro-batch 1, one forward per example, loss summed over the step."""
+    model.zero_grad()
+    num, den = torch.zeros(()), torch.zeros(())
+    for e in examples:
+        ids = torch.tensor([e["input_ids"]])
+        logits = model(input_ids=ids, use_cache=False).logits
+        s, w = weighted_lm_loss(logits, torch.tensor([e["labels"]]), torch.full(ids.shape, e["weight"]))
+        num, den = num + s, den + w
+    loss = num / den
+    loss.backward()
+    return loss.detach(), _grads(model)
+
+
+def _padded_reference(model, examples, pad_id):
+    """Right-padded micro-batch with an attention mask and per-token weights."""
+    model.zero_grad()
+    width = max(len(e["input_ids"]) for e in examples)
+    ids = torch.full((len(examples), width), pad_id)
+    labels = torch.full((len(examples), width), IGNORE_INDEX)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    weights = torch.zeros((len(examples), width))
+    for r, e in enumerate(examples):
+        n = len(e["input_ids"])
+        ids[r, :n], labels[r, :n], mask[r, :n], weights[r, :n] = (torch.tensor(e["input_ids"]),
+                                                                  torch.tensor(e["labels"]), 1, e["weight"])
+    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+    s, w = weighted_lm_loss(logits, labels, weights)
+    loss = s / w
+    loss.backward()
+    return loss.detach(), _grads(model)
+
+
+def _packed(model, examples, pad_id, max_tokens=None):
+    model.zero_grad()
+    batch = PackingCollator(pad_token_id=pad_id, max_tokens=max_tokens)(examples)
+    weights = batch.pop("token_weights")
+    logits = model(**batch).logits
+    s, w = weighted_lm_loss(logits, batch["labels"], weights)
+    loss = s / w
+    loss.backward()
+    return loss.detach(), _grads(model), batch
+
+
+def _assert_same(ref, got):
+    ref_loss, ref_grads = ref
+    got_loss, got_grads = got
+    torch.testing.assert_close(got_loss, ref_loss, rtol=1e-6, atol=1e-6)
+    assert ref_grads.keys() == got_grads.keys() and len(ref_grads) > 10
+    for name in ref_grads:
+        torch.testing.assert_close(got_grads[name], ref_grads[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_weighted_loss_matches_formula(model, examples):
+    """sum_i w_i sum_t l_it / sum_i w_i n_i, from transformers' own per-example mean loss."""
+    num = den = 0.0
+    with torch.no_grad():
+        for e in examples:
+            out = model(input_ids=torch.tensor([e["input_ids"]]), labels=torch.tensor([e["labels"]]), use_cache=False)
+            n = sum(1 for t in e["labels"][1:] if t != IGNORE_INDEX)
+            num += e["weight"] * out.loss.item() * n
+            den += e["weight"] * n
+    loss, _ = _unpadded_reference(model, examples)
+    assert loss.item() == pytest.approx(num / den, rel=1e-6)
+    unweighted = [dict(e, weight=1.0) for e in examples]
+    assert _unpadded_reference(model, unweighted)[0].item() != pytest.approx(loss.item(), rel=1e-5)
+
+
+def test_packed_loss_and_grads_equal_padded(model, examples, tiny_tokenizer):
+    pad = tiny_tokenizer.pad_token_id
+    unpadded = _unpadded_reference(model, examples)
+    padded = _padded_reference(model, examples, pad)
+    packed_loss, packed_grads, batch = _packed(model, examples, pad)
+    assert batch["input_ids"].shape == (1, sum(len(e["input_ids"]) for e in examples))
+    _assert_same(unpadded, (packed_loss, packed_grads))
+    _assert_same(padded, (packed_loss, packed_grads))
+
+
+def test_packed_rows_with_tail_padding_equal_padded(model, examples, tiny_tokenizer):
+    pad = tiny_tokenizer.pad_token_id
+    lengths = [len(e["input_ids"]) for e in examples]
+    max_tokens = max(lengths) + min(lengths)  # forces several rows of unequal length
+    loss, grads, batch = _packed(model, examples, pad, max_tokens=max_tokens)
+    assert batch["input_ids"].shape[0] >= 2
+    assert (batch["input_ids"] == pad).any(), "expected a tail-padded row"
+    _assert_same(_unpadded_reference(model, examples), (loss, grads))
+
+
+def test_boundaries_positions_and_weights(examples, tiny_tokenizer):
+    # A label on an example's first token must not be learnt from the previous example.
+    feats = [dict(e, labels=list(e["input_ids"])) for e in examples[:3]]
+    batch = PackingCollator(pad_token_id=tiny_tokenizer.pad_token_id)(feats)
+    starts, pos = [0], 0
+    for f in feats[:-1]:
+        pos += len(f["input_ids"])
+        starts.append(pos)
+    for s, f in zip(starts, feats):
+        n = len(f["input_ids"])
+        assert batch["labels"][0, s].item() == IGNORE_INDEX
+        assert batch["labels"][0, s + 1:s + n].tolist() == f["input_ids"][1:]
+        assert batch["position_ids"][0, s:s + n].tolist() == list(range(n))
+        assert batch["token_weights"][0, s:s + n].tolist() == [f["weight"]] * n
+    assert "attention_mask" not in batch and batch["use_cache"] is False
+
+
+def test_no_attention_across_examples(model, examples, tiny_tokenizer):
+    collate = PackingCollator(pad_token_id=tiny_tokenizer.pad_token_id)
+    a, b = examples[0], examples[1]
+    n_a = len(a["input_ids"])
+    changed = dict(a, input_ids=[a["input_ids"][0]] + [(t + 7) % 400 + 20 for t in a["input_ids"][1:]])
+    with torch.no_grad():
+        outs = []
+        for first in (a, changed):
+            batch = collate([first, b])
+            batch.pop("token_weights")
+            outs.append(model(**batch).logits[0])
+        alone = model(input_ids=torch.tensor([b["input_ids"]]), use_cache=False).logits[0]
+    assert not torch.allclose(outs[0][:n_a], outs[1][:n_a], atol=1e-3), "perturbation must change A"
+    torch.testing.assert_close(outs[1][n_a:], outs[0][n_a:], rtol=0, atol=1e-5)
+    torch.testing.assert_close(outs[0][n_a:], alone, rtol=1e-5, atol=1e-5)
+
+
+def test_check_packing_supported(model):
+    check_packing_supported(model)
+    model.config._attn_implementation = "my_attention"
+    try:
+        with pytest.raises(ValueError, match="my_attention"):
+            check_packing_supported(model)
+    finally:
+        model.config._attn_implementation = "sdpa"
+
+
+def test_collator_rejects_bad_features(tiny_tokenizer):
+    collate = PackingCollator(pad_token_id=tiny_tokenizer.pad_token_id, max_tokens=4)
+    with pytest.raises(ValueError, match="ex9.*input_ids"):
+        collate([{"id": "ex9", "input_ids": [], "labels": []}])
+    with pytest.raises(ValueError, match="length 5 exceeds max_tokens=4"):
+        collate([{"id": "a", "input_ids": [1] * 5, "labels": [1] * 5}])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 50), min_size=1, max_size=60), st.integers(50, 120))
+def test_pack_indices_plan(lengths, max_tokens):
+    rows = pack_indices(lengths, max_tokens)
+    flat = sorted(i for r in rows for i in r)
+    assert flat == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in r) <= max_tokens for r in rows)
+    # Best-fit decreasing never needs more than 11/9 OPT + 1 rows; OPT >= total / capacity.
+    assert len(rows) <= math.ceil(11 / 9 * math.ceil(sum(lengths) / max_tokens)) + 1
+
+
+def test_pack_indices_fills_rows_and_rejects_long():
+    assert sorted(map(sorted, pack_indices([6, 4, 5, 5, 3, 7], 10))) == [[0, 1], [2, 3], [4, 5]]
+    with pytest.raises(ValueError, match="example 1: length 11"):
+        pack_indices([3, 11], 10)
+
+
+def test_length_grouped_order():
+    lengths = [5, 1, 9, 3, 9, 2, 7]
+    order, inverse = length_grouped_order(lengths, batch_size=3)
+    assert sorted(order) == list(range(len(lengths)))
+    assert [lengths[i] for i in order] == sorted(lengths, reverse=True)
+    results = [f"r{i}" for i in order]  # results come back in batch order
+    assert [results[inverse[i]] for i in range(len(lengths))] == [f"r{i}" for i in range(len(lengths))]
