@@ -41,7 +41,11 @@ def _codes_check(args) -> int:
     from nyxmed.codes import check_code
     from nyxmed.codes.cpt import CptTable
 
-    table = CptTable.from_csv(args.cpt_table) if args.cpt_table else None
+    try:
+        table = CptTable.from_csv(args.cpt_table) if args.cpt_table else None
+    except (OSError, ValueError) as exc:
+        print(f"nyxmed codes check: --cpt-table: {exc}", file=sys.stderr)
+        return 2
     _print_json([check_code(c, table) for c in args.codes])
     return 0
 
