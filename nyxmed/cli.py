@@ -130,6 +130,122 @@ def _validate(args) -> int:
 COMMANDS += [_add_validate]
 
 
+# ----------------------------------------------------------------------------- evaluation
+_EVAL_FLAGS = {  # flag -> (EvalConfig field, type, help)
+    "--model": ("model", str, "base or merged model folder (the served model name for --backend openai)"),
+    "--adapter": ("adapter", str, "PEFT adapter folder applied on top of --model"),
+    "--data": ("data", str, "built dataset folder (<data>/dataset with system/user prompts and gold)"),
+    "--split": ("split", str, "dataset split to evaluate (default heldout)"),
+    "--benchmark": ("benchmark", str, "benchmark manifest (nyxmed benchmark create); refuses missing/changed records"),
+    "--predictions": ("predictions", str, "rescore saved outputs (JSONL lines {id, output}); no model runs"),
+    "--gold": ("gold", str, "gold for --predictions: a case file (JSONL/CSV/Parquet) or a built dataset folder"),
+    "--training-metrics": ("training_metrics", str, "training_metrics.json: adds the eval-loss curve to the chart"),
+    "--out": ("out_dir", str, "output folder (predictions.jsonl, metrics.json, report.md, metrics.png)"),
+    "--backend": ("backend", str, "transformers | vllm | openai"),
+    "--endpoint": ("endpoint", str, "OpenAI-compatible base URL for --backend openai (e.g. http://127.0.0.1:8000/v1)"),
+    "--batch-size": ("batch_size", int, "prompts per generate call / parallel HTTP requests (default 4)"),
+    "--max-new-tokens": ("max_new_tokens", int, "default 64"),
+    "--dtype": ("dtype", str, "auto | bfloat16 | float16 | float32"),
+    "--device": ("device", str, "auto | cpu | cuda"),
+    "--tensor-parallel-size": ("tensor_parallel_size", int, "vLLM tensor parallel GPUs"),
+    "--cpt-table": ("cpt_table", str, "licensed CPT table (CSV): strict CPT validity for invalid_code_rate"),
+    "--bootstrap": ("bootstrap", int, "bootstrap resamples for the 95%% CIs (default 1000)"),
+    "--seed": ("seed", int, "bootstrap seed"),
+}
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="run a model on a benchmark, or rescore saved predictions (docs/metrics.md)")
+    p.add_argument("--config", help="recipe YAML: its `eval` section (and model.base_model) give the defaults")
+    for flag, (_, tp, help_text) in _EVAL_FLAGS.items():
+        p.add_argument(flag, type=tp, help=help_text)
+    p.set_defaults(func=_evaluate)
+
+
+def _evaluate(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from nyxmed.config import ConfigError, load_recipe
+    from nyxmed.evaluation import run
+    from nyxmed.generation import BackendUnavailable
+    from nyxmed.metrics import AGGREGATE_METRICS
+
+    try:
+        recipe = load_recipe(args.config)
+        cfg = recipe.eval
+        if args.config and cfg.model is None and not args.predictions:
+            cfg.model = recipe.model.base_model
+        for flag, (name, _, _) in _EVAL_FLAGS.items():
+            value = getattr(args, flag[2:].replace("-", "_"))
+            if value is not None:
+                setattr(cfg, name, value)
+        summary = run(cfg)
+    except (ConfigError, ValueError, FileNotFoundError, BackendUnavailable) as exc:
+        print(f"nyxmed evaluate: {exc}", file=sys.stderr)
+        return 2
+    table = Table(title=f"{cfg.out_dir} (n={summary['n']})")
+    for col in ("metric", "value", "95% CI"):
+        table.add_column(col)
+    for name in AGGREGATE_METRICS:
+        lo, hi = summary["ci95"][name]
+        table.add_row(name, f"{summary[name]:.4f}", "–" if lo is None else f"[{lo:.4f}, {hi:.4f}]")
+    Console().print(table)
+    return 0
+
+
+def _add_benchmark(sub) -> None:
+    p = sub.add_parser("benchmark", help="benchmark manifests")
+    bsub = p.add_subparsers(dest="benchmark_cmd", required=True)
+    c = bsub.add_parser("create", help="sample records (seeded) and pin their ids and content hashes")
+    c.add_argument("--data", required=True, help="built dataset folder or a case file")
+    c.add_argument("--pool", default="heldout", help="dataset split to sample from (default heldout)")
+    c.add_argument("--n", type=int, default=500)
+    c.add_argument("--seed", type=int, default=17)
+    c.add_argument("--name", help="benchmark name (default: the file name)")
+    c.add_argument("--out", required=True, help="manifest JSON to write")
+    c.set_defaults(func=_benchmark_create)
+
+
+def _benchmark_create(args) -> int:
+    from nyxmed.evaluation import create_benchmark
+
+    try:
+        manifest = create_benchmark(args.data, args.out, args.pool, args.n, args.seed, args.name)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"nyxmed benchmark create: {exc}", file=sys.stderr)
+        return 2
+    _print_json({k: manifest[k] for k in ("name", "pool", "n", "seed", "source", "manifest_hash")} | {"out": args.out})
+    return 0
+
+
+def _add_compare(sub) -> None:
+    p = sub.add_parser("compare", help="compare two evaluation folders: differences, paired bootstrap CIs, McNemar")
+    p.add_argument("a", help="evaluation folder A (e.g. the current release)")
+    p.add_argument("b", help="evaluation folder B (e.g. the candidate)")
+    p.add_argument("--out", help="write comparison.json and comparison.md here")
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=17)
+    p.set_defaults(func=_compare)
+
+
+def _compare(args) -> int:
+    from nyxmed.evaluation import compare_runs, comparison_markdown, write_comparison
+
+    try:
+        comparison = compare_runs(args.a, args.b, args.bootstrap, args.seed)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"nyxmed compare: {exc}", file=sys.stderr)
+        return 2
+    if args.out:
+        write_comparison(comparison, args.out)
+    print(comparison_markdown(comparison))
+    return 0
+
+
+COMMANDS += [_add_evaluate, _add_benchmark, _add_compare]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nyxmed", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)

@@ -127,9 +127,26 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
+    """One evaluation run (docs/metrics.md): a model and a benchmark, or saved predictions to rescore."""
+
+    model: str | None = None  # base or merged model path (served model name for backend=openai)
+    adapter: str | None = None  # PEFT adapter folder applied on top of `model`
+    data: str | None = None  # built dataset folder (<data>/dataset) holding the prompts and gold
+    split: str = "heldout"
+    benchmark: str | None = None  # manifest from `nyxmed benchmark create`; refuses changed records
+    predictions: str | None = None  # rescoring: JSONL lines {id, output}; no model is run
+    gold: str | None = None  # rescoring: a case file or a built dataset folder
+    training_metrics: str | None = None  # training_metrics.json: adds the eval-loss curve to the chart
+    out_dir: str = "out/eval"
     batch_size: int = 4
     max_new_tokens: int = 64
     backend: str = "transformers"  # transformers | vllm | openai
+    endpoint: str | None = None  # OpenAI-compatible base URL for backend=openai
+    api_key_env: str = "OPENAI_API_KEY"  # environment variable holding the endpoint's key, if any
+    dtype: str = "auto"  # auto | bfloat16 | float16 | float32
+    device: str = "auto"  # auto | cpu | cuda
+    tensor_parallel_size: int = 1  # vLLM
+    cpt_table: str | None = None  # licensed CPT CSV: strict CPT validity in invalid_code_rate
     bootstrap: int = 1000
     seed: int = 17
 

@@ -1,0 +1,238 @@
+"""Evaluation runs, benchmark manifests, reports and comparisons, end to end through the CLI."""
+
+from __future__ import annotations
+
+import json
+import struct
+import threading
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from nyxmed import evaluation as E
+from nyxmed.cases import Case
+from nyxmed.cli import main
+from nyxmed.codeline import CodeLine
+from nyxmed.config import EvalConfig
+
+GOLD = [  # (cpt, modifiers, icd, modality)
+    (["74177"], ["26"], ["R10.84", "K57.30"], "CT"),
+    (["73721"], ["RT"], ["M25.561"], "MR"),
+    (["93970"], [], ["I83.93"], "US"),
+    (["71046"], [], ["J18.9", "R05.9"], "XR"),
+    (["74176"], [], ["N20.0"], "CT"),
+    (["70450"], [], ["R51.9"], "CT"),
+]
+
+
+def make_cases(changed: dict[int, CodeLine] | None = None) -> list[Case]:
+    cases = []
+    for i, (cpt, mods, icd, modality) in enumerate(GOLD):
+        codes = (changed or {}).get(i) or CodeLine.of(cpt, mods, icd)
+        cases.append(Case(id=f"case-{i}", exam_description=f"{modality} exam {i}", reason_for_exam="pain",
+                          report_text=f"Report {i}: findings described here.", codes=codes, meta={"modality": modality}))
+    return cases
+
+
+def save_built_dataset(cases: list[Case], out: Path) -> Path:
+    """A built-dataset folder with the contract's evaluation columns (heldout split)."""
+    from datasets import Dataset, DatasetDict
+
+    from nyxmed.codes import cpt as cpt_codes
+
+    rows = [{"id": c.id, "record_hash": c.record_hash(), "system": "You are a certified radiology coder.",
+             "user": f"{c.exam_description}\n{c.report_text}", "answer": c.codes.render(), **c.codes.to_dict(),
+             "modality": c.meta["modality"], "subsection": cpt_codes.subsection(c.codes.cpt[0])} for c in cases]
+    DatasetDict({"heldout": Dataset.from_list(rows), "train": Dataset.from_list(rows[:1])}).save_to_disk(str(out / "dataset"))
+    return out
+
+
+@pytest.fixture()
+def data_dir(tmp_path):
+    return save_built_dataset(make_cases(), tmp_path / "data")
+
+
+def write_preds(path: Path, outputs: dict[str, str]) -> Path:
+    path.write_text("".join(json.dumps({"id": k, "output": v}) + "\n" for k, v in outputs.items()))
+    return path
+
+
+def half_right() -> dict[str, str]:
+    """Exact answers for even records, prose without codes for odd ones."""
+    return {f"case-{i}": (CodeLine.of(*g[:3]).render() + "<|eot_id|>" if i % 2 == 0 else "Sorry, I cannot code this.")
+            for i, g in enumerate(GOLD)}
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_rescore_writes_every_artifact(data_dir, tmp_path):
+    preds = write_preds(tmp_path / "preds.jsonl", half_right())
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--predictions", str(preds), "--gold", str(data_dir), "--out", str(out),
+                 "--bootstrap", "200"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["n"] == 6 and m["all_three_exact"] == 0.5 and m["parse_failure_rate"] == 0.5
+    assert m["icd_recall_mean"] == 0.5 and m["icd_micro_precision"] == 1.0
+    assert m["icd_errors"]["counts"]["missing"] == 4  # odd records: 1 + 2 + 1 missed gold codes, nothing predicted
+    assert m["breakdowns"]["modality"]["CT"]["n"] == 3 and set(m["breakdowns"]["subsection"]) >= {"vascular_ultrasound"}
+    rows = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [f"case-{i}" for i in range(6)]
+    assert rows[0]["parsed_line"] == "74177, 26, R10.84, K57.30" and rows[0]["metrics"]["all_three_exact"] == 1
+    assert rows[1]["parsed"]["cpt"] == [] and "no code line found" in rows[1]["parse_issues"]
+    assert rows[1]["output"] == "Sorry, I cannot code this."
+    report = (out / "report.md").read_text()
+    assert "| all_three_exact | 0.5000 | [" in report and "## By modality" in report and "metrics.png" in report
+    assert png_size(out / "metrics.png")[0] == 900
+
+
+def test_rescore_against_a_case_file_and_eval_loss_chart(tmp_path):
+    from nyxmed.sources import write_cases
+
+    gold = write_cases(make_cases(), tmp_path / "gold.jsonl")
+    preds = write_preds(tmp_path / "preds.jsonl", {"case-0": "74177, 26, R10.84", "case-2": "93970, , I83.93"})
+    tm = tmp_path / "training_metrics.json"
+    tm.write_text(json.dumps({"log_history": [{"loss": 2.0, "step": 5}, {"eval_loss": 1.5, "step": 10},
+                                              {"eval_loss": 1.1, "step": 20}]}))
+    cfg = EvalConfig(predictions=str(preds), gold=str(gold), out_dir=str(tmp_path / "eval"),
+                     training_metrics=str(tm), bootstrap=100)
+    m = E.run(cfg)
+    assert m["n"] == 2 and m["icd_recall_mean"] == pytest.approx((1 / 2 + 1) / 2) and m["cpt_exact"] == 1.0
+    assert E.read_eval_loss(tm) == [(10, 1.5), (20, 1.1)]
+    assert png_size(tmp_path / "eval" / "metrics.png")[0] == 1400  # the loss panel was added
+
+
+def test_predictions_errors_name_the_line_or_id(data_dir, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "case-0", "output": "x"}\n{"id": "case-0", "output": "y"}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: duplicate id 'case-0'"):
+        E.read_predictions(bad)
+    unknown = write_preds(tmp_path / "u.jsonl", {"nope-1": "74177, , R10.84"})
+    with pytest.raises(ValueError, match="not in the gold.*nope-1"):
+        E.run(EvalConfig(predictions=str(unknown), gold=str(data_dir), out_dir=str(tmp_path / "e")))
+
+
+def test_benchmark_create_is_seeded_and_pins_content(data_dir, tmp_path):
+    bench = tmp_path / "bench.json"
+    assert main(["benchmark", "create", "--pool", "heldout", "--n", "4", "--seed", "17", "--data", str(data_dir),
+                 "--out", str(bench)]) == 0
+    manifest = json.loads(bench.read_text())
+    again = E.create_benchmark(data_dir, tmp_path / "again.json", n=4, seed=17)
+    other = E.create_benchmark(data_dir, tmp_path / "other.json", n=4, seed=3)
+    assert manifest["n"] == 4 and manifest["records"] == again["records"]
+    assert {r["id"] for r in other["records"]} != {r["id"] for r in manifest["records"]}
+    hashes = {c.id: c.record_hash() for c in make_cases()}
+    assert all(r["record_hash"] == hashes[r["id"]] for r in manifest["records"])
+    # a case file gives the same ids and hashes as the built dataset of the same cases
+    from nyxmed.sources import write_cases
+
+    from_file = E.create_benchmark(write_cases(make_cases(), tmp_path / "c.jsonl"), tmp_path / "f.json", n=4, seed=17)
+    assert from_file["records"] == manifest["records"]
+
+
+def test_benchmark_refuses_missing_or_changed_records(data_dir, tmp_path, capsys):
+    bench = tmp_path / "bench.json"
+    manifest = E.create_benchmark(data_dir, bench, n=6, seed=1)
+    preds = write_preds(tmp_path / "p.jsonl", half_right())
+    ok = E.run(EvalConfig(predictions=str(preds), gold=str(data_dir), benchmark=str(bench), out_dir=str(tmp_path / "ok"),
+                          bootstrap=50))
+    assert ok["n"] == 6 and ok["run"]["benchmark"]["manifest_hash"] == manifest["manifest_hash"]
+    changed = save_built_dataset(make_cases({3: CodeLine.of(["71046"], [], ["J18.9"])})[:5], tmp_path / "changed")
+    with pytest.raises(E.BenchmarkMismatch, match=r"1 missing \(ids \['case-5'\]\).*1 changed.*'case-3'"):
+        E.run(EvalConfig(predictions=str(preds), gold=str(changed), benchmark=str(bench), out_dir=str(tmp_path / "x")))
+    assert main(["evaluate", "--predictions", str(preds), "--gold", str(changed), "--benchmark", str(bench),
+                 "--out", str(tmp_path / "y")]) == 2
+    assert "case-5" in capsys.readouterr().err and not (tmp_path / "y" / "metrics.json").exists()
+    edited = json.loads(bench.read_text())
+    edited["records"][0]["record_hash"] = "0" * 64
+    bench.write_text(json.dumps(edited))
+    with pytest.raises(ValueError, match="manifest_hash"):
+        E.load_benchmark(bench)
+
+
+def test_compare_runs_and_refusal(data_dir, tmp_path, capsys):
+    perfect = {f"case-{i}": CodeLine.of(*g[:3]).render() for i, g in enumerate(GOLD)}
+    for name, outputs in (("a", half_right()), ("b", perfect)):
+        E.run(EvalConfig(predictions=str(write_preds(tmp_path / f"{name}.jsonl", outputs)), gold=str(data_dir),
+                         out_dir=str(tmp_path / name), bootstrap=50))
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "cmp"),
+                 "--bootstrap", "300"]) == 0
+    cmp = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    row = cmp["metrics"]["all_three_exact"]
+    assert (row["a"], row["b"], row["diff"]) == (0.5, 1.0, 0.5)
+    assert row["mcnemar"] == {"a_only": 0, "b_only": 3, "p_value": 0.25}  # 2 * 0.5**3
+    assert row["diff_ci95"][0] > 0
+    md = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "| all_three_exact | 0.5000 | 1.0000 | +0.5000 |" in md and "McNemar" in md
+    before_after = E.comparison_markdown(cmp, labels=("before", "after"))
+    assert "| metric | before | after | after − before |" in before_after
+    # a run on fewer records cannot be compared
+    E.run(EvalConfig(predictions=str(write_preds(tmp_path / "c.jsonl", dict(list(perfect.items())[:4]))),
+                     gold=str(data_dir), out_dir=str(tmp_path / "c"), bootstrap=50))
+    with pytest.raises(ValueError, match="different records.*case-4"):
+        E.compare_runs(tmp_path / "a", tmp_path / "c")
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "c")]) == 2
+    assert "different records" in capsys.readouterr().err
+
+
+def test_model_run_with_tiny_base_handles_garbage(tiny_base_dir, data_dir, tmp_path):
+    bench = tmp_path / "bench.json"
+    E.create_benchmark(data_dir, bench, n=4, seed=2)
+    out = tmp_path / "run"
+    assert main(["evaluate", "--model", str(tiny_base_dir), "--data", str(data_dir), "--benchmark", str(bench),
+                 "--out", str(out), "--batch-size", "2", "--max-new-tokens", "16", "--device", "cpu",
+                 "--bootstrap", "100"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    rows = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    assert m["n"] == 4 and len(rows) == 4 and m["run"]["generated_tokens"] == sum(r["generated_tokens"] for r in rows)
+    assert all(1 <= r["generated_tokens"] <= 16 for r in rows)
+    # a random model writes no valid code line: the failures are counted, not fatal
+    assert m["parse_failure_rate"] == sum(r["parsed_line"] == ", " for r in rows) / 4
+    assert all(r["parse_issues"] for r in rows if r["parsed_line"] == ", ")
+    for name in ("report.md", "metrics.png"):
+        assert (out / name).stat().st_size > 0
+
+
+def test_model_run_with_peft_adapter(tiny_base_dir, data_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    from nyxmed.generation import load_transformers
+
+    base, tok = load_transformers(str(tiny_base_dir), device="cpu")
+    get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+                   ).save_pretrained(tmp_path / "adapter")
+    tok.save_pretrained(tmp_path / "adapter")
+    m = E.run(EvalConfig(model=str(tiny_base_dir), adapter=str(tmp_path / "adapter"), data=str(data_dir),
+                         out_dir=str(tmp_path / "run"), max_new_tokens=8, device="cpu", bootstrap=50))
+    assert m["n"] == 6 and m["run"]["adapter"] == str(tmp_path / "adapter")
+    assert (tmp_path / "run" / "predictions.jsonl").exists()
+
+
+def test_model_run_over_http_endpoint(data_dir, tmp_path):
+    from tests.test_generation import CannedChat
+
+    cases = make_cases()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), CannedChat)
+    server.answers = {f"{c.exam_description}\n{c.report_text}": c.codes.render() for c in cases}
+    server.requests = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        m = E.run(EvalConfig(model="nyxmed-v17", backend="openai", endpoint=f"http://127.0.0.1:{server.server_address[1]}/v1",
+                             data=str(data_dir), out_dir=str(tmp_path / "run"), bootstrap=50))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert m["all_three_exact"] == 1.0 and m["icd_macro_f1_code"] == 1.0 and m["run"]["generated_tokens"] == 6 * 7
+    assert len(server.requests) == 6
+
+
+def test_model_run_needs_prompts(tmp_path):
+    from nyxmed.sources import write_cases
+
+    gold = write_cases(make_cases(), tmp_path / "gold.jsonl")
+    with pytest.raises(ValueError, match="no 'system'/'user' prompt"):
+        E.run(EvalConfig(model="m", data=str(gold), out_dir=str(tmp_path / "o")))
