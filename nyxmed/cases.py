@@ -10,6 +10,7 @@ from typing import Any, Mapping
 from nyxmed.codeline import CodeLine, parse
 from nyxmed.codes import cpt as cpt_codes
 from nyxmed.codes import icd10cm
+from nyxmed.codes import modifiers as mod_codes
 
 TEXT_FIELDS = ("exam_description", "reason_for_exam", "report_text")
 META_FIELDS = ("patient_key", "accession", "exam_date", "site", "reviewed_at")
@@ -93,7 +94,9 @@ def _opt(raw: Mapping[str, Any], name: str, rid: str | None = None) -> str | Non
 def _code_list(raw: Mapping[str, Any], name: str, rid: str | None) -> Any:
     """A code field as stored: a list of codes or a space-separated string (CSV)."""
     value = raw.get(name)
-    if value is None or isinstance(value, str):
+    if _blank(value):
+        return None
+    if isinstance(value, str):
         return value
     if not isinstance(value, (list, tuple)):
         raise InvalidCase(rid, name, f"expected a list of codes or a space-separated string, got {type(value).__name__}")
@@ -103,18 +106,40 @@ def _code_list(raw: Mapping[str, Any], name: str, rid: str | None) -> Any:
     return value
 
 
+def _blank(value: Any) -> bool:
+    """None, NaN (a spreadsheet's empty cell), blank text or an empty list."""
+    if value is None or (isinstance(value, float) and value != value):
+        return True
+    if isinstance(value, str):
+        return not value.strip()
+    return isinstance(value, (list, tuple)) and len(value) == 0
+
+
+def _parse_line(raw: Mapping[str, Any], name: str, rid: str | None) -> CodeLine:
+    """A rendered code line field (``codes``, ``original_codes``): every token must be a code."""
+    value = raw[name]
+    if not isinstance(value, str):
+        raise InvalidCase(rid, name, f"expected a code line as text, got {type(value).__name__}")
+    result = parse(value)
+    if not result.ok:
+        raise InvalidCase(rid, name, f"cannot parse code line {value!r}")
+    if result.dropped:
+        raise InvalidCase(rid, name, f"not codes {list(result.dropped)!r} in code line {value!r}")
+    return result.line
+
+
 def _codes(raw: Mapping[str, Any], rid: str | None, cpt_table: cpt_codes.CptTable) -> CodeLine:
-    if raw.get("codes") not in (None, "") and all(raw.get(k) in (None, "", []) for k in CODE_FIELDS):
-        if not isinstance(raw["codes"], str):
-            raise InvalidCase(rid, "codes", f"expected a code line as text, got {type(raw['codes']).__name__}")
-        result = parse(raw["codes"])
-        line = result.line
-        if not result.ok:
-            raise InvalidCase(rid, "codes", f"cannot parse code line {raw['codes']!r}")
-        src = "codes"
-    else:
+    fields_given = not all(_blank(raw.get(k)) for k in CODE_FIELDS)
+    src = None
+    if fields_given:
         line = CodeLine.of(*(_code_list(raw, k, rid) for k in CODE_FIELDS))
-        src = None
+        if not _blank(raw.get("codes")) and _parse_line(raw, "codes", rid) != line:
+            raise InvalidCase(rid, "codes", f"code line {raw['codes']!r} disagrees with the cpt/modifiers/icd "
+                                            f"fields {line.render()!r}")
+    elif not _blank(raw.get("codes")):
+        line, src = _parse_line(raw, "codes", rid), "codes"
+    else:
+        line = CodeLine()
     if not line.cpt:
         raise InvalidCase(rid, src or "cpt", "at least one CPT code is required")
     if not line.icd:
@@ -125,7 +150,7 @@ def _codes(raw: Mapping[str, Any], rid: str | None, cpt_table: cpt_codes.CptTabl
         if not cpt_table.is_valid(c):
             raise InvalidCase(rid, src or "cpt", f"CPT code {c!r} not in the licensed table {cpt_table.source}")
     for m in line.modifiers:
-        if len(m) != 2:
+        if not mod_codes.looks_like_modifier(m):
             raise InvalidCase(rid, src or "modifiers", f"bad modifier {m!r}")
     for i in line.icd:
         if not icd10cm.is_valid(i):
@@ -143,10 +168,7 @@ def case_from_record(raw: Mapping[str, Any], cpt_table: cpt_codes.CptTable | Non
     codes = _codes(raw, rid, table)
     original = None
     if _opt(raw, "original_codes", rid):
-        result = parse(str(raw["original_codes"]))
-        if not result.ok:
-            raise InvalidCase(rid, "original_codes", f"cannot parse code line {raw['original_codes']!r}")
-        original = result.line
+        original = _parse_line(raw, "original_codes", rid)
     meta = raw.get("meta") or {}
     if not isinstance(meta, Mapping):
         raise InvalidCase(rid, "meta", f"expected a map, got {type(meta).__name__}")
