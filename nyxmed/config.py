@@ -8,6 +8,7 @@ field's type. Unknown keys are errors that name the key.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import tempfile
 import types
@@ -182,6 +183,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 errors.append(str(exc))
         raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
     if dataclasses.is_dataclass(tp):
+        if value is None:  # a section header with nothing under it (`train:`) means all defaults
+            value = {}
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a map for section {tp.__name__}, got {value!r}")
         return from_dict(tp, value, prefix=f"{key}.")
@@ -214,7 +217,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)
     if tp is str:
-        if isinstance(value, (dict, list)) or value is None:
+        # YAML 1.1 reads yes/no/on/off as booleans: "True" in a text field would be a silent surprise
+        if isinstance(value, (dict, list, bool)) or value is None:
             raise ConfigError(f"{key}: expected text, got {value!r}")
         return str(value)
     return value
@@ -243,7 +247,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         node = data
         parts = key.strip().lstrip("-").split(".")
         for part in parts[:-1]:
-            node = node.setdefault(part, {})
+            if node.get(part) is None:  # absent, or an empty section header in the YAML file
+                node[part] = {}
+            node = node[part]
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {part!r} is not a section")
         node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
@@ -272,12 +278,21 @@ def save(obj: Any, path: str | os.PathLike) -> Path:
     return write_atomic(path, text)
 
 
+@functools.lru_cache(maxsize=1)  # read once: os.umask can only be read by setting it
+def _file_mode() -> int:
+    """The mode ``open()`` would give a new file under the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
     """Write a file via a temp file in the same folder and rename, so readers never see half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _file_mode())  # mkstemp makes 0600 files; artifacts are read by other users
         with os.fdopen(fd, "wb") as fh:
             fh.write(data.encode("utf-8") if isinstance(data, str) else data)
             fh.flush()
