@@ -358,3 +358,14 @@ def test_postgres_env_dsn_cli_and_errors(pg_dsn, pg_table, monkeypatch, capsys):
     assert "query failed" in capsys.readouterr().err
     with pytest.raises(SourceError, match="cannot connect"):
         read_cases(PgSource("SELECT 1", dsn="postgresql://nobody:x@127.0.0.1:1/none"))
+
+
+def test_licensed_cpt_table_makes_cpt_strict(tmp_path, capsys):
+    table = tmp_path / "cpt.csv"
+    table.write_text("code,description\n74177,CT abd & pelvis w/contrast\n")
+    src = _write_jsonl(tmp_path / "c.jsonl", [json.dumps(good(0)).encode(), json.dumps(good(1, cpt=["74176"])).encode()])
+    assert cli_main(["validate", str(src), "--cpt-table", str(table), "--rejects", str(tmp_path / "r.jsonl")]) == 0
+    (reject,) = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert (reject["id"], reject["field"]) == ("c1", "cpt") and "'74176' not in the licensed table" in reject["reason"]
+    assert cli_main(["validate", str(src), "--cpt-table", str(tmp_path / "none.csv")]) == 2
+    assert "--cpt-table" in capsys.readouterr().err
