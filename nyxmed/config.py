@@ -44,6 +44,9 @@ class DataConfig:
     val_size: int = 250
     seed: int = 17
     out_dir: str = "out/data"
+    dedup: bool = True  # drop exact and near-duplicate reports before splitting
+    dedup_jaccard: float = 0.9  # char-shingle MinHash Jaccard at or above which two reports are near duplicates
+    write_cases: bool = True  # also write <out>/cases/<split>.jsonl (the evaluator's --gold input)
 
 
 @dataclass
@@ -60,7 +63,14 @@ class RetrievalConfig:
     cpt_candidates: int = 8
     icd_candidates: int = 12
     widen_icd: bool = True  # add specific codes of candidate categories
-    leak_cosine: float = 0.97
+    widen_per_code: int = 3  # at most this many code-system neighbours per retrieved ICD code
+    widen_discount: float = 0.5  # a widened code scores this fraction of the code that brought it
+    candidate_neighbours: int = 20  # unblocked neighbours whose gold codes feed the candidate lists
+    rerank_top: int = 20  # fused neighbours re-scored by the cross-encoder when `reranker` is set
+    leak_cosine: float = 0.97  # embedding cosine at or above which a neighbour is a near duplicate
+    leak_jaccard: float = 0.8  # MinHash char-shingle Jaccard for the same check when dense is off
+    batch_size: int = 2048  # queries per vectorized retrieval batch
+    threads: int = 0  # BM25 retrieval threads; 0 = all cores
 
 
 @dataclass
@@ -71,6 +81,7 @@ class PromptConfig:
     rules_file: str | None = None  # None = nyxmed/resources/coding_rules.txt
     max_length: int = 2560
     seed: int = 17
+    min_body_tokens: int = 64  # report body head kept when the middle of a long body is cut
 
 
 @dataclass

@@ -1,0 +1,124 @@
+"""Prompt assembly and the chat template: the one prompt path shared by training and evaluation.
+
+A prompt is a Llama-3 chat: a system message, one user message (few-shot examples, CPT
+candidates, ICD-10-CM candidates with official descriptions, coding rules, the report), and
+for training the assistant answer: the rendered code line followed by ``<|eot_id|>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from nyxmed.cases import Case
+from nyxmed.codes import icd10cm
+
+SYSTEM_PROMPT = (
+    "You are an expert certified radiology coder. You read a radiology report and assign the CPT "
+    "procedure code(s), modifiers and ICD-10-CM diagnosis codes a certified coder would bill, "
+    "following the coding rules given in each request. You answer with one code line and nothing else."
+)
+DEFAULT_RULES_FILE = Path(__file__).parent / "resources" / "coding_rules.txt"
+END_OF_TURN = "<|eot_id|>"
+CUT_MARK = "\n[...]\n"
+
+
+def load_rules(path: str | Path | None = None) -> str:
+    """The coding rules text (``prompt.rules_file``; default: the packaged radiology rules)."""
+    file = Path(path) if path else DEFAULT_RULES_FILE
+    if not file.is_file():
+        raise FileNotFoundError(f"prompt.rules_file: no rules file at {str(file)!r}")
+    text = file.read_text(encoding="utf-8").strip()
+    if not text:
+        raise ValueError(f"prompt.rules_file: {str(file)!r} is empty")
+    return text
+
+
+def is_explicit(record_id: str, seed: int, share: float) -> bool:
+    """Whether this record's report shows the exam/reason lines; fixed by seed and id alone."""
+    digest = hashlib.sha256(f"{seed}\x1f{record_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
+def report_head(case: Case, explicit: bool) -> str:
+    """The lines before the body: ``Exam Description:`` / ``Reason for Exam:`` when explicit."""
+    if not explicit:
+        return ""
+    return f"Exam Description: {case.exam_description}\nReason for Exam: {case.reason_for_exam}\n"
+
+
+def icd_candidate_line(code: str) -> str:
+    """``R10.84 Generalized abdominal pain`` (official ICD short description; public)."""
+    try:
+        return f"{code} {icd10cm.description(code)}"
+    except KeyError:
+        return code
+
+
+@dataclass(frozen=True)
+class Shot:
+    """One few-shot example: a report as it would be shown, and its code line."""
+
+    report: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class PromptParts:
+    """Everything in the user message, in order; truncation shortens these, never the answer."""
+
+    shots: tuple[Shot, ...]
+    cpt: tuple[str, ...]
+    icd: tuple[str, ...]
+    rules: str
+    head: str
+    body: str
+
+    def without_last_shot(self) -> "PromptParts":
+        return replace(self, shots=self.shots[:-1])
+
+    def with_shorter_candidates(self) -> "PromptParts | None":
+        """Drop the lowest-ranked candidate of the longer list (each list keeps at least one)."""
+        if len(self.icd) > 1 and len(self.icd) >= len(self.cpt):
+            return replace(self, icd=self.icd[:-1])
+        if len(self.cpt) > 1:
+            return replace(self, cpt=self.cpt[:-1])
+        if len(self.icd) > 1:
+            return replace(self, icd=self.icd[:-1])
+        return None
+
+
+def build_user(parts: PromptParts) -> str:
+    """The user message: examples, CPT candidates, ICD-10-CM candidates, rules, report."""
+    sections = []
+    if parts.shots:
+        examples = "\n\n".join(f"### Example {i}\n{s.report}\nCodes: {s.answer}" for i, s in enumerate(parts.shots, 1))
+        sections.append(f"## Coded examples of similar reports\n{examples}")
+    else:
+        sections.append("## Coded examples of similar reports\n(none)")
+    sections.append("## CPT candidates (most likely first)\n" + (", ".join(parts.cpt) or "(none)"))
+    icd = "\n".join(icd_candidate_line(c) for c in parts.icd) or "(none)"
+    sections.append("## ICD-10-CM candidates (most likely first)\n" + icd)
+    sections.append(f"## Coding rules\n{parts.rules}")
+    sections.append(f"## Report to code\n{parts.head}{parts.body}")
+    return "\n\n".join(sections)
+
+
+def shot_for(case: Case, seed: int, share: float) -> Shot:
+    """A case shown as a few-shot example, in its own explicit/embedded layout."""
+    return Shot(report_head(case, is_explicit(case.id, seed, share)) + case.report_text, case.codes.render())
+
+
+def render_prompt(tokenizer, system: str, user: str) -> str:
+    """The chat-template text of (system, user) with the assistant generation prompt appended.
+
+    The text already starts with the BOS token: encode it with ``add_special_tokens=False``.
+    """
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def answer_text(case: Case) -> str:
+    """The assistant answer: the rendered gold code line (the trainer appends ``<|eot_id|>``)."""
+    return case.codes.render()
