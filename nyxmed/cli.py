@@ -246,6 +246,93 @@ def _compare(args) -> int:
 COMMANDS += [_add_evaluate, _add_benchmark, _add_compare]
 
 
+# ----------------------------------------------------------------------------- releases
+def _add_publish(sub) -> None:
+    p = sub.add_parser("publish", help="push an adapter, merged model or frozen checkpoint to a Hub repo, tagged",
+                       description="Token: $HF_TOKEN or `hf auth login`; never printed. An adapter's frozen/epoch-N "
+                                   "checkpoints are published first as VERSION-epochN.")
+    p.add_argument("path", help="adapter folder, merged model folder or frozen/epoch-N folder")
+    p.add_argument("--repo", required=True, help="Hub model repo ORG/NAME (created if needed, private)")
+    p.add_argument("--version", required=True, help="tag, e.g. v17")
+    p.add_argument("--metrics", help="the evaluator's metrics.json for the card")
+    p.add_argument("--compare", help="comparison.json against the previous version for the card")
+    p.add_argument("--previous", help="name of the previous version (comparison table header)")
+    p.add_argument("--dataset-manifest", help="the dataset builder's manifest.json (composition counts)")
+    p.add_argument("--license", default="other")
+    p.add_argument("--out", help="staging folder (default: out/publish/<ORG--NAME>)")
+    p.add_argument("--dry-run", action="store_true", help="write the exact folders and cards, upload nothing")
+    p.set_defaults(func=_publish)
+
+
+def _publish(args) -> int:
+    from pathlib import Path
+
+    from nyxmed.releases.hub import HubRegistry
+    from nyxmed.releases.publish import CardInputs, describe, publish
+
+    inputs = CardInputs(args.metrics, args.compare, args.previous, args.dataset_manifest, args.license)
+    registry = None if args.dry_run else HubRegistry(args.repo)
+    workdir = Path(args.out or Path("out/publish") / args.repo.replace("/", "--"))
+    staged = publish(args.path, args.version, registry, workdir, args.repo, inputs)
+    _print_json(describe(staged, f"hub:{args.repo}", args.dry_run))
+    return 0
+
+
+def _add_releases(sub) -> None:
+    p = sub.add_parser("releases", help="versions, production pointer, promote, rollback, history",
+                       description="Local registry by default (--registry, $NYXMED_REGISTRY, out/registry); "
+                                   "--repo ORG/NAME for the Hub (versions are tags, production a branch).")
+    p.add_argument("--registry", help="local registry folder")
+    p.add_argument("--repo", help="Hub model repo ORG/NAME instead of a local registry")
+    rsub = p.add_subparsers(dest="releases_cmd", required=True)
+    rsub.add_parser("list", help="versions, the production one marked")
+    pr = rsub.add_parser("promote", help="verify VERSION's checksums, then point production at it")
+    pr.add_argument("version")
+    rb = rsub.add_parser("rollback", help="point production back at the previous version (or --to VERSION)")
+    rb.add_argument("--to", help="e.g. v17-epoch1")
+    rsub.add_parser("history", help="every register / promote / rollback")
+    rg = rsub.add_parser("register", help="store a folder as VERSION (frozen/epoch-N as VERSION-epochN)")
+    rg.add_argument("path")
+    rg.add_argument("--version", required=True)
+    p.set_defaults(func=_releases)
+
+
+def _releases(args) -> int:
+    import tempfile
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from nyxmed.releases import open_registry
+    from nyxmed.releases.publish import describe, publish
+
+    registry = open_registry(args.registry, args.repo)
+    cmd = args.releases_cmd
+    if cmd == "list":
+        prod = registry.production()
+        table = Table(title=f"releases in {registry!r}")
+        for col in ("version", "kind", "created", "production"):
+            table.add_column(col)
+        for r in registry.versions():
+            table.add_row(r["version"], r.get("kind", ""), r.get("created_at", ""),
+                          "<- production" if r["version"] == prod else "")
+        Console().print(table)
+    elif cmd == "promote":
+        _print_json(registry.promote(args.version))
+    elif cmd == "rollback":
+        _print_json(registry.rollback(args.to))
+    elif cmd == "history":
+        for entry in registry.history():
+            print(json.dumps(entry))
+    elif cmd == "register":
+        with tempfile.TemporaryDirectory() as work:
+            _print_json(describe(publish(args.path, args.version, registry, work), repr(registry), False))
+    return 0
+
+
+COMMANDS += [_add_publish, _add_releases]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nyxmed", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)

@@ -80,3 +80,37 @@ def make_adapter(base_dir, out_dir, seed: int = 1):
 def tiny_adapter_dir(tmp_path_factory, tiny_base_dir):
     """A saved LoRA adapter folder for ``tiny_base_dir`` (nonzero LoRA B, so merging changes weights)."""
     return make_adapter(tiny_base_dir, tmp_path_factory.mktemp("tiny_adapter"))
+
+
+def make_trained_adapter(base_dir, out_dir, epochs: int = 2):
+    """The trainer's output layout around a real adapter: adapter files, tokenizer, config.yaml,
+    training_metrics.json and ``frozen/epoch-N/`` (an adapter + frozen.json with sha256 per file)."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    out = Path(out_dir)
+    make_adapter(base_dir, out, seed=1)
+    for n in range(1, epochs + 1):
+        frozen = make_adapter(base_dir, out / "frozen" / f"epoch-{n}", seed=10 + n)
+        sums = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(frozen.iterdir())}
+        (frozen / "frozen.json").write_text(json.dumps({"step": 10 * n, "epoch": float(n),
+                                                        "eval_loss": 2.0 - 0.1 * n, "sha256": sums}))
+    (out / "config.yaml").write_text(yaml.safe_dump({
+        "name": "tiny", "model": {"base_model": str(base_dir), "dtype": "float32"},
+        "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": LORA_TARGETS},
+        "train": {"learning_rate": 1e-3, "epochs": 2.0, "micro_batch_size": 2, "gradient_accumulation_steps": 1,
+                  "lr_scheduler": "cosine"}}))
+    (out / "training_metrics.json").write_text(json.dumps({
+        "stop_reason": "early_stopping", "global_step": 20, "best_step": 10, "best_eval_loss": 1.9,
+        "eval_loss_curve": [{"step": 10, "eval_loss": 1.9}, {"step": 20, "eval_loss": 1.95}],
+        "effective_batch_size": 2, "tokens_seen": 12345}))
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_adapter_dir(tmp_path_factory, tiny_base_dir):
+    """A trainer-style output folder (adapter, config.yaml, training_metrics.json, frozen/epoch-1..2)."""
+    return make_trained_adapter(tiny_base_dir, tmp_path_factory.mktemp("trained"))

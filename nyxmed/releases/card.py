@@ -1,0 +1,173 @@
+"""The model card of a release: what it does, evaluation, comparison, training, data composition, use.
+
+Every input is read defensively (a missing key leaves its row out) and only numbers and known short
+labels are taken from it: the card never carries report text or any record from the data.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+# Metrics in the order a reader wants them; other numeric top-level keys of metrics.json follow.
+HEADLINE = ("all_three_exact", "cpt_exact", "cpt_primary", "modifier_exact", "icd_exact", "icd_any_overlap",
+            "icd_root_overlap", "icd_recall_mean", "icd_precision_mean", "icd_micro_f1", "cpt_micro_f1",
+            "icd_macro_f1_chapter", "icd_macro_f1_category", "icd_macro_f1_code", "invalid_code_rate",
+            "parse_failure_rate")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_NAME = re.compile(r"^[A-Za-z0-9_.]{1,64}$")  # metric names: identifiers, never free text
+
+
+def _read_json(path: str | Path | None) -> dict[str, Any]:
+    if not path:
+        return {}
+    value = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object at the top level, got {type(value).__name__}")
+    return value
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _fmt(value: Any) -> str:
+    v = _num(value)
+    if v is None:
+        return "–"
+    return f"{int(v)}" if v.is_integer() and abs(v) >= 1 else f"{v:.4f}"
+
+
+def _ci(value: Any) -> str:
+    if isinstance(value, dict):
+        value = [value.get("low", value.get("lo")), value.get("high", value.get("hi"))]
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(_num(v) is not None for v in value):
+        return f"[{_num(value[0]):.4f}, {_num(value[1]):.4f}]"
+    return "–"
+
+
+def _table(head: list[str], rows: Iterable[Iterable[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _metric_names(metrics: dict[str, Any]) -> list[str]:
+    rest = sorted(k for k, v in metrics.items() if k not in HEADLINE and _num(v) is not None and _NAME.match(k))
+    return [k for k in HEADLINE if _num(metrics.get(k)) is not None] + [k for k in rest if k != "n"]
+
+
+def evaluation_section(metrics: dict[str, Any]) -> str:
+    if not metrics:
+        return "No evaluation was attached to this release (`--metrics`)."
+    cis = metrics.get("ci95") or metrics.get("ci") or {}
+    rows = [(f"`{k}`", _fmt(metrics[k]), _ci(cis.get(k) if isinstance(cis, dict) else None))
+            for k in _metric_names(metrics)]
+    boot = metrics.get("bootstrap") if isinstance(metrics.get("bootstrap"), dict) else {}
+    note = f"Records scored: {_fmt(metrics.get('n'))}."
+    if _num(boot.get("resamples")) is not None:
+        note += f" 95% CIs: percentile bootstrap, {_fmt(boot['resamples'])} resamples over records."
+    return note + "\n\n" + _table(["metric", "value", "95% CI"], rows)
+
+
+def comparison_section(compare: dict[str, Any], previous: str | None, version: str) -> str:
+    table = compare.get("metrics") if isinstance(compare.get("metrics"), dict) else {}
+    rows = []
+    for name in [k for k in HEADLINE if k in table] + sorted(k for k in table if k not in HEADLINE):
+        r = table[name]
+        if not isinstance(r, dict) or not _NAME.match(name):
+            continue
+        p = r.get("mcnemar", {}).get("p_value") if isinstance(r.get("mcnemar"), dict) else None
+        rows.append((f"`{name}`", _fmt(r.get("a")), _fmt(r.get("b")), _fmt(r.get("diff")), _ci(r.get("diff_ci95")),
+                     _fmt(p)))
+    if not rows:
+        return ""
+    prev = previous or "previous version"
+    return (f"## Comparison with {prev}\n\nSame records scored for both (n = {_fmt(compare.get('n'))}); "
+            f"paired bootstrap CI of the difference; McNemar exact test for exact-match metrics.\n\n"
+            + _table(["metric", prev, version, "difference", "95% CI", "McNemar p"], rows))
+
+
+def training_section(config: dict[str, Any], training: dict[str, Any]) -> str:
+    model, lora, train = (config.get(k) if isinstance(config.get(k), dict) else {} for k in ("model", "lora", "train"))
+    facts = [
+        ("LoRA rank / alpha / dropout", f"{lora.get('r', '–')} / {lora.get('alpha', '–')} / {lora.get('dropout', '–')}"),
+        ("LoRA target modules", ", ".join(str(m) for m in lora.get("target_modules", []) if _NAME.match(str(m))) or "–"),
+        ("learning rate, schedule", f"{train.get('learning_rate', '–')}, {train.get('lr_scheduler', '–')}"),
+        ("epochs", _fmt(train.get("epochs"))),
+        ("micro batch x grad. accumulation", f"{train.get('micro_batch_size', '–')} x "
+                                              f"{train.get('gradient_accumulation_steps', '–')}"),
+        ("effective batch size", _fmt(training.get("effective_batch_size"))),
+        ("precision", str(model.get("dtype", "–")) if _NAME.match(str(model.get("dtype", "–"))) else "–"),
+        ("steps", _fmt(training.get("global_step"))),
+        ("best step / best eval loss", f"{_fmt(training.get('best_step'))} / {_fmt(training.get('best_eval_loss'))}"),
+        ("stop reason", str(training.get("stop_reason")) if _NAME.match(str(training.get("stop_reason"))) else "–"),
+        ("tokens seen", _fmt(training.get("tokens_seen"))),
+    ]
+    out = "## Training\n\n" + _table(["", ""], facts)
+    curve = [r for r in training.get("eval_loss_curve", []) if isinstance(r, dict)]
+    if curve:
+        out += "\n\nEvaluation loss during training:\n\n" + _table(
+            ["step", "eval loss"], ((_fmt(r.get("step")), _fmt(r.get("eval_loss"))) for r in curve))
+    return out
+
+
+def data_section(manifest: dict[str, Any]) -> str:
+    counts = manifest.get("counts") if isinstance(manifest.get("counts"), dict) else {}
+    by_role = counts.get("by_role_split") if isinstance(counts.get("by_role_split"), dict) else {}
+    if not counts:
+        return "## Data\n\nNo dataset manifest was attached to this release (`--dataset-manifest`)."
+    splits = sorted({s for row in by_role.values() if isinstance(row, dict) for s in row if _NAME.match(s)},
+                    key=lambda s: ("train", "validation", "heldout").index(s) if s in ("train", "validation", "heldout") else 9)
+    rows = [(role, *(_fmt(row.get(s)) for s in splits)) for role, row in by_role.items()
+            if isinstance(row, dict) and _NAME.match(str(role))]
+    dup = counts.get("duplicates_removed") if isinstance(counts.get("duplicates_removed"), dict) else {}
+    weights = manifest.get("weights") if isinstance(manifest.get("weights"), dict) else {}
+    return ("## Data\n\nCounts of records (no record content is published). "
+            f"Input {_fmt(counts.get('input'))}, after de-duplication {_fmt(counts.get('after_dedup'))} "
+            f"({_fmt(dup.get('exact'))} exact and {_fmt(dup.get('near'))} near duplicates removed), "
+            f"dropped as too long {_fmt(counts.get('too_long_dropped'))}. Loss weight of specificity pairs: "
+            f"{_fmt(weights.get('specificity'))}.\n\n" + _table(["role", *splits], rows))
+
+
+def build_card(*, repo_id: str | None, version: str, kind: str, base_model: str | None, license: str,
+               metrics_path=None, compare_path=None, previous: str | None = None, config_path=None,
+               training_metrics_path=None, dataset_manifest_path=None) -> str:
+    """The README.md of a release (YAML metadata via huggingface_hub's ModelCardData, then Markdown)."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    metrics, compare = _read_json(metrics_path), _read_json(compare_path)
+    training, manifest = _read_json(training_metrics_path), _read_json(dataset_manifest_path)
+    config = yaml.safe_load(Path(config_path).read_text(encoding="utf-8")) if config_path else {}
+    hub_base = base_model if base_model and HUB_ID.match(base_model) and not Path(base_model).exists() else None
+    data = ModelCardData(base_model=hub_base, library_name="transformers" if kind == "merged" else "peft",
+                         license=license, pipeline_tag="text-generation",
+                         tags=["nyxmed", "radiology", "medical-coding", "cpt", "icd-10-cm", "lora", kind])
+    name = repo_id or "nyxmed"
+    load = (f'AutoModelForCausalLM.from_pretrained("{name}", revision="{version}")' if kind == "merged" else
+            f'AutoPeftModelForCausalLM.from_pretrained("{name}", revision="{version}")')
+    body = "\n\n".join(s for s in [
+        f"# {name} — {version}",
+        "Given a radiology report (exam description, reason for exam, findings), this model writes the "
+        "billing codes a certified coder would assign, as one line: `CPT[ CPT2], MOD, ICD1, ICD2, ...` "
+        "(CPT/HCPCS procedure codes, modifiers, ICD-10-CM diagnosis codes in order).",
+        f"Release `{version}` is a {'merged model' if kind == 'merged' else 'LoRA adapter'}"
+        + (f" for `{hub_base}`" if hub_base else "") + f" ({kind}). Every file's sha256 is in `release.json`.\n\n"
+        f"```python\n{load}\n```",
+        "## Evaluation\n\n" + evaluation_section(metrics),
+        comparison_section(compare, previous, version),
+        training_section(config if isinstance(config, dict) else {}, training),
+        data_section(manifest),
+        "## Intended use\n\nDrafting billing codes for radiology reports for review by certified coders, in "
+        "the prompt format of the nyxmed training recipe (the same chat template and system prompt).",
+        "## Limitations\n\nCodes are suggestions, not billing decisions: a certified coder must review every "
+        "line. Accuracy is measured on the held-out set above and drops on modalities, sites or report styles "
+        "unlike the training data. ICD-10-CM and CPT change every year: codes retired after the training "
+        "data's code release can be produced. CPT validity depends on a licensed CPT table. Not for "
+        "clinical decisions.",
+    ] if s)
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}\n"))

@@ -1,0 +1,191 @@
+"""What a release is made of: the allow-listed files of an adapter, merged model or frozen checkpoint,
+with secrets and free text kept out, plus ``release.json`` (every file's sha256 and git blob id).
+
+Only files on the allow-list leave the machine; anything else in the folder (predictions, samples,
+datasets, logs) is skipped and reported. JSON metrics are reduced to numbers so no record text can
+ride along in them.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nyxmed.config import write_atomic
+
+RELEASE_FILE = "release.json"
+VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+
+# Files that may be released, per kind. Everything else is skipped.
+ALLOWED = {
+    "adapter": ["adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "tokenizer_config.json",
+                "special_tokens_map.json", "chat_template.jinja", "generation_config.json", "config.yaml",
+                "training_metrics.json"],
+    "frozen": ["adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "tokenizer_config.json",
+               "special_tokens_map.json", "chat_template.jinja", "frozen.json"],
+    "merged": ["model*.safetensors", "model.safetensors.index.json", "config.json", "generation_config.json",
+               "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+               "merge_manifest.json"],
+}
+# JSON files reduced to numbers (plus these few short labels) before release.
+NUMERIC_JSON = {"training_metrics.json", "frozen.json"}
+KEPT_LABELS = {"stop_reason", "best_checkpoint", "metric_for_best_model", "sha256", "manifest_sha256",
+               "base_model_fingerprint"}
+
+
+class ReleaseError(RuntimeError):
+    """A release operation that cannot proceed; the message names the version and the file."""
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    sha256: str
+    git_oid: str  # git blob sha1: what the Hub reports for non-LFS files
+    bytes: int
+
+
+@dataclass
+class Staged:
+    """A folder ready to register or upload, and what was left out."""
+
+    folder: Path
+    kind: str
+    release: dict[str, Any]
+    skipped: list[str] = field(default_factory=list)
+
+
+def check_version(version: str) -> str:
+    if not VERSION_RE.match(version):
+        raise ReleaseError(f"version {version!r}: use letters, digits, '.', '_' or '-' (e.g. v17, v17-epoch1)")
+    return version
+
+
+def detect_kind(path: Path) -> str:
+    """adapter | frozen | merged, from the files that define each."""
+    if (path / "frozen.json").is_file():
+        return "frozen"
+    if (path / "adapter_config.json").is_file():
+        return "adapter"
+    if (path / "config.json").is_file() and any(path.glob("model*.safetensors")):
+        return "merged"
+    raise ReleaseError(f"{path}: not an adapter (adapter_config.json), frozen checkpoint (frozen.json) "
+                       f"or merged model (config.json + model*.safetensors)")
+
+
+def frozen_checkpoints(path: Path) -> list[tuple[int, Path]]:
+    """The trainer's ``frozen/epoch-N`` folders, by epoch."""
+    found = []
+    for p in (path / "frozen").glob("epoch-*"):
+        m = re.fullmatch(r"epoch-(\d+)", p.name)
+        if m and p.is_dir():
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def file_entry(path: Path, chunk: int = 1 << 24) -> FileEntry:
+    size = path.stat().st_size
+    sha, git = hashlib.sha256(), hashlib.sha1(f"blob {size}\0".encode())
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            sha.update(block)
+            git.update(block)
+    return FileEntry(sha.hexdigest(), git.hexdigest(), size)
+
+
+def numbers_only(value: Any, keep_text: bool = False) -> Any:
+    """Keep numbers, booleans and short one-line text under a few known keys (labels, checksums);
+    drop any other text, since it could be record text."""
+    if isinstance(value, dict):
+        kept = {k: numbers_only(v, keep_text or k in KEPT_LABELS) for k, v in value.items()}
+        return {k: v for k, v in kept.items() if v is not _DROP}
+    if isinstance(value, list):
+        kept = [numbers_only(v, keep_text) for v in value]
+        return [v for v in kept if v is not _DROP]
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str) and keep_text and len(value) <= 160 and "\n" not in value:
+        return value
+    return _DROP
+
+
+_DROP = object()
+_URL_SECRET = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]+):[^@/\s]+@", re.I)
+
+
+def redact_secrets(text: str) -> str:
+    """Remove passwords from URLs (``postgresql://user:pw@host`` -> ``postgresql://user:***@host``)."""
+    return _URL_SECRET.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+
+
+def _release_config(src: Path) -> str:
+    """The resolved recipe with URL passwords redacted and case-id lists replaced by their counts."""
+    data = yaml.safe_load(src.read_text(encoding="utf-8")) or {}
+    section = data.get("data") if isinstance(data, dict) else None
+    if isinstance(section, dict):
+        for key in ("hard_ids", "specificity_ids", "retained"):
+            if isinstance(section.get(key), list) and section[key]:
+                section[f"{key}_count"] = len(section[key])
+                section[key] = []
+    return redact_secrets(yaml.safe_dump(data, sort_keys=False))
+
+
+def _copy_allowed(src: Path, dst: Path, kind: str) -> list[str]:
+    patterns = ALLOWED[kind]
+    skipped = []
+    for p in sorted(src.rglob("*")):
+        rel = p.relative_to(src).as_posix()
+        if p.is_dir() or rel == RELEASE_FILE or rel == "README.md":
+            continue
+        if "/" in rel or not any(fnmatch.fnmatch(rel, pat) for pat in patterns):
+            if not rel.startswith("frozen/"):
+                skipped.append(rel)
+            continue
+        if rel in NUMERIC_JSON:
+            write_atomic(dst / rel, json.dumps(numbers_only(json.loads(p.read_text())), indent=2) + "\n")
+        elif rel == "config.yaml":
+            write_atomic(dst / rel, _release_config(p))
+        else:
+            shutil.copy2(p, dst / rel)
+    return skipped
+
+
+def stage(path: str | os.PathLike, version: str, out: str | os.PathLike, extra: dict[str, Any] | None = None,
+          card: str | None = None) -> Staged:
+    """Copy the releasable files of ``path`` into ``out`` (fresh), add README.md (``card``) and
+    release.json; return what was staged and what was skipped."""
+    src, out = Path(path), Path(out)
+    check_version(version)
+    kind = detect_kind(src)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    skipped = _copy_allowed(src, out, kind)
+    if card is not None:
+        write_atomic(out / "README.md", card)
+    files = {p.name: file_entry(p).__dict__ for p in sorted(out.iterdir()) if p.is_file()}
+    release = {"version": version, "kind": kind, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "files": files, **(extra or {})}
+    write_atomic(out / RELEASE_FILE, json.dumps(release, indent=2) + "\n")
+    return Staged(out, kind, release, skipped)
+
+
+def verify_folder(folder: Path, release: dict[str, Any]) -> None:
+    """Raise :class:`ReleaseError` unless every file of ``release`` is in ``folder`` with its sha256."""
+    for name, entry in release["files"].items():
+        p = folder / name
+        if not p.is_file():
+            raise ReleaseError(f"version {release['version']}: file {name} is missing from {folder}")
+        actual = file_entry(p).sha256
+        if actual != entry["sha256"]:
+            raise ReleaseError(f"version {release['version']}: file {name}: sha256 {actual} != recorded "
+                               f"{entry['sha256']}")

@@ -1,0 +1,138 @@
+"""The local release registry: register, promote (checksums first), rollback, history, crash safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from nyxmed.releases import LocalRegistry, ReleaseError
+from nyxmed.releases.publish import publish
+
+
+@pytest.fixture()
+def registry(tmp_path, trained_adapter_dir):
+    reg = LocalRegistry(tmp_path / "registry")
+    publish(trained_adapter_dir, "v1", reg, tmp_path / "stage1")
+    return reg
+
+
+def _register_v2(reg, tmp_path, trained_adapter_dir):
+    src = Path(shutil.copytree(trained_adapter_dir, tmp_path / "v2src"))
+    shutil.rmtree(src / "frozen")
+    metrics = json.loads((src / "training_metrics.json").read_text())
+    (src / "training_metrics.json").write_text(json.dumps({**metrics, "global_step": 99}))
+    publish(src, "v2", reg, tmp_path / "stage2")
+
+
+def test_register_stores_versions_and_frozen_checkpoints(registry, trained_adapter_dir):
+    versions = [v["version"] for v in registry.versions()]
+    assert versions == ["v1-epoch1", "v1-epoch2", "v1"]
+    kinds = {v["version"]: v["kind"] for v in registry.versions()}
+    assert kinds == {"v1-epoch1": "frozen", "v1-epoch2": "frozen", "v1": "adapter"}
+    folder = registry.path("v1")
+    assert (folder / "adapter_model.safetensors").read_bytes() == \
+        (trained_adapter_dir / "adapter_model.safetensors").read_bytes()
+    assert not (folder / "frozen").exists()
+    epoch1 = registry.path("v1-epoch1")
+    assert (epoch1 / "adapter_model.safetensors").read_bytes() == \
+        (trained_adapter_dir / "frozen/epoch-1/adapter_model.safetensors").read_bytes()
+    assert registry.release("v1-epoch1")["checkpoint"] == {"step": 10, "epoch": 1.0, "eval_loss": 1.9}
+    # one object per distinct content: the tokenizer files are shared by all three versions
+    objects = [p for p in (registry.root / "objects").rglob("*") if p.is_file()]
+    all_sums = {e["sha256"] for v in versions for e in registry.release(v)["files"].values()}
+    assert len(objects) == len(all_sums)
+    assert [h["action"] for h in registry.history()] == ["register"] * 3
+    assert registry.production() is None
+
+
+def test_versions_are_immutable(registry, tmp_path, trained_adapter_dir):
+    publish(trained_adapter_dir, "v1", registry, tmp_path / "again")  # same content: no-op
+    assert len(registry.history()) == 3
+    other = Path(shutil.copytree(trained_adapter_dir, tmp_path / "other"))
+    shutil.rmtree(other / "frozen")
+    (other / "config.yaml").write_text("name: changed\n")
+    with pytest.raises(ReleaseError, match="v1 already exists .* immutable"):
+        publish(other, "v1", registry, tmp_path / "stage-other")
+
+
+def test_promote_rollback_and_history(registry, tmp_path, trained_adapter_dir):
+    _register_v2(registry, tmp_path, trained_adapter_dir)
+    registry.promote("v1")
+    pointer = json.loads((registry.root / "production.json").read_text())
+    assert pointer["version"] == "v1" and Path(pointer["path"]) == registry.path("v1")
+    registry.promote("v2")
+    assert registry.production() == "v2"
+    entry = registry.rollback()
+    assert entry["version"] == "v1" and entry["previous"] == "v2" and registry.production() == "v1"
+    registry.rollback(to="v1-epoch1")
+    assert registry.production() == "v1-epoch1"
+    moves = [(h["action"], h["version"], h["previous"]) for h in registry.history() if h["action"] != "register"]
+    assert moves == [("promote", "v1", None), ("promote", "v2", "v1"), ("rollback", "v1", "v2"),
+                     ("rollback", "v1-epoch1", "v1")]
+
+
+def test_rollback_without_history_is_an_error(registry):
+    with pytest.raises(ReleaseError, match="no previous production"):
+        registry.rollback()
+    with pytest.raises(ReleaseError, match="'v9' is not in .*known: v1-epoch1, v1-epoch2, v1"):
+        registry.promote("v9")
+
+
+def test_crash_between_pointer_temp_write_and_rename_leaves_production(registry, monkeypatch):
+    registry.promote("v1")
+    real_replace = os.replace
+    seen = []
+
+    def crash(src, dst):
+        if Path(dst).name == "production.json":
+            seen.append(Path(src).read_text())  # the new pointer was fully written to its temp file
+            raise OSError("simulated crash before rename")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="simulated crash"):
+        registry.promote("v1-epoch2")
+    monkeypatch.undo()
+    assert json.loads(seen[0])["version"] == "v1-epoch2"
+    assert registry.production() == "v1"
+    assert not list(registry.root.glob(".production.json.*"))
+    assert [h["version"] for h in registry.history() if h["action"] == "promote"] == ["v1"]
+
+
+def test_corrupt_stored_file_fails_promote_and_keeps_production(registry):
+    registry.promote("v1")
+    before = registry.history()
+    target = registry.path("v1-epoch1") / "adapter_model.safetensors"
+    os.chmod(target, 0o644)
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 0xFF
+    target.write_bytes(bytes(data))
+    with pytest.raises(ReleaseError, match="v1-epoch1: file adapter_model.safetensors: sha256"):
+        registry.promote("v1-epoch1")
+    with pytest.raises(ReleaseError, match="v1-epoch1: file adapter_model.safetensors"):
+        registry.rollback(to="v1-epoch1")
+    assert registry.production() == "v1"
+    assert registry.history() == before
+
+
+def test_cli_register_promote_rollback_history(tmp_path, trained_adapter_dir, capsys):
+    from nyxmed.cli import main
+
+    reg = str(tmp_path / "reg")
+    assert main(["releases", "--registry", reg, "register", str(trained_adapter_dir), "--version", "v3"]) == 0
+    capsys.readouterr()
+    assert main(["releases", "--registry", reg, "promote", "v3"]) == 0
+    assert json.loads(capsys.readouterr().out)["version"] == "v3"
+    assert main(["releases", "--registry", reg, "rollback", "--to", "v3-epoch1"]) == 0
+    capsys.readouterr()
+    assert main(["releases", "--registry", reg, "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "v3-epoch1" in listing and "production" in listing
+    assert main(["releases", "--registry", reg, "history"]) == 0
+    actions = [json.loads(line)["action"] for line in capsys.readouterr().out.splitlines()]
+    assert actions == ["register", "register", "register", "promote", "rollback"]
+    assert LocalRegistry(reg).production() == "v3-epoch1"
