@@ -172,7 +172,11 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict | RecordError]]:
             if lineno == 1:
                 text = text.removeprefix("\ufeff")
             try:
-                obj = json.loads(text)
+                obj = json.loads(text, object_pairs_hook=_object_without_repeats)
+            except _RepeatedKey as exc:
+                key = str(exc)
+                yield lineno, RecordError(RECORD if _has_bad_bytes(key) else key, f"key {key!r} appears twice in the object")
+                continue
             except json.JSONDecodeError as exc:
                 if _has_bad_bytes(text):
                     yield lineno, RecordError(RECORD, f"undecodable bytes (not UTF-8) at byte {_bad_byte_offset(data)}")
@@ -183,6 +187,19 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict | RecordError]]:
                 yield lineno, RecordError(RECORD, f"wrong type: expected a JSON object, got {type(obj).__name__}")
                 continue
             yield lineno, obj
+
+
+class _RepeatedKey(ValueError):
+    """A JSON object with a key twice: json would keep the last value silently."""
+
+
+def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _RepeatedKey(key)
+        obj[key] = value
+    return obj
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, dict | RecordError]]:
@@ -252,6 +269,9 @@ def _pg_rows(src: PgSource) -> Iterator[tuple[int, dict | RecordError]]:
             except psycopg.Error as exc:
                 raise SourceError(f"{src.label}: query failed: {exc}") from exc
             columns = [d.name for d in cur.description or ()]
+            repeated = sorted({c for c in columns if columns.count(c) > 1})
+            if repeated:
+                raise SourceError(f"{src.label}: the query returns column {repeated[0]!r} twice; alias one of them")
             n = 0
             while rows := cur.fetchmany(src.batch_size):
                 for row in rows:
@@ -301,6 +321,8 @@ def _plain_record(raw: dict[str, Any], mapping: Mapping[str, str]) -> dict[str, 
             return RecordError(name, "undecodable bytes (not UTF-8)", _raw_id(raw, mapping))
         if isinstance(value, (dt.date, dt.datetime, dt.time)):
             value = value.isoformat()
+        if name in out:
+            return RecordError(name, f"two columns give field {name!r} (check the column mapping)", _raw_id(raw, mapping))
         out[name] = value
     meta = out.get("meta")
     if isinstance(meta, str):

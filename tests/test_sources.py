@@ -89,6 +89,7 @@ def test_jsonl_every_reject_reason(tmp_path):
         (json.dumps(good(99, report_text=12)).encode(), "report_text", "expected text, got int"),
         (json.dumps(good(100)).encode().replace(b"Findings", b"Find\xffings"), "report_text", "undecodable bytes"),
         (b'{"id": "j2", \xff\xfe "x": 1}', "record", "undecodable bytes"),
+        (b'{"id": "j3", "report_text": "a", "icd": ["R10.84"], "cpt": ["74177"], "icd": []}', "icd", "appears twice"),
     ]
     start = len(lines) + 2  # a blank line sits before the extras: not a record, but it counts as a line
     lines += [b"   "] + [raw for raw, _, _ in extra]
@@ -164,6 +165,9 @@ def test_column_mapping_renames_file_columns(tmp_path):
     assert [c.id for c in result.cases] == ["k1"] and result.cases[0].codes.render() == "74177, 26, R10.84"
     with pytest.raises(SourceError, match="unknown field 'nope'"):
         parse_mapping(["x=nope"])
+    # a mapping onto a column the file already has would hide one of them: each row is rejected
+    clash = read_cases(source_from_spec(path, mapping={"case_id": "id", "cpt_codes": "icd"}))
+    assert {(r.field, r.id) for r in clash.rejects} == {("icd", "k1")} and "two columns" in clash.rejects[0].reason
 
 
 # ----------------------------------------------------------------------------- Parquet
@@ -285,6 +289,16 @@ def test_any_line_is_a_case_or_a_reject(tmp_path, lines):
     assert result.counts["read"] == records == result.counts["accepted"] + result.counts["rejected"]
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.binary(max_size=40) | st.text(max_size=40).map(str.encode), max_size=6))
+def test_any_csv_row_is_a_case_or_a_reject(tmp_path, rows):
+    path = tmp_path / "fuzz.csv"
+    path.write_bytes(",".join(RECORD_FIELDS).encode() + b"\n" + b"\n".join(rows))
+    result = read_cases(path)
+    assert result.counts["read"] == result.counts["accepted"] + result.counts["rejected"]
+    assert len({r.record_no for r in result.rejects} | {1}) == len(result.rejects) + 1  # distinct, never the header
+
+
 # ----------------------------------------------------------------------------- PostgreSQL
 PG_ROWS = [  # (case_id, exam, why, body, cpt_codes, mods, icd_codes, meta, exam_date, payload)
     ("pg1", "CT abdomen", "pain", "Findings: diverticulosis.", ["74177"], ["26"], ["R10.84"], {"modality": "CT"}, "2025-01-03"),
@@ -356,6 +370,8 @@ def test_postgres_env_dsn_cli_and_errors(pg_dsn, pg_table, monkeypatch, capsys):
     assert "invalid ICD-10-CM code 'Z99.99'" in out and "duplicate id 'pg1'" in out
     assert cli_main(["validate", "--query", f"SELECT nope FROM {pg_table}"]) == 2
     assert "query failed" in capsys.readouterr().err
+    with pytest.raises(SourceError, match="column 'case_id' twice"):
+        read_cases(PgSource(f"SELECT case_id, case_id FROM {pg_table}"))
     with pytest.raises(SourceError, match="cannot connect"):
         read_cases(PgSource("SELECT 1", dsn="postgresql://nobody:x@127.0.0.1:1/none"))
 
