@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Iterable
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 BOS, EOS, EOT = "<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"
@@ -44,11 +44,17 @@ def build_tokenizer(corpus: Iterable[str], vocab_size: int = 2048) -> PreTrained
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(corpus, trainer=trainer)
+    # As Llama-3: encoding with special tokens prepends BOS (chat-rendered text already has it,
+    # so callers encode that with add_special_tokens=False, exactly as with the real tokenizer).
+    bos_id = tok.token_to_id(BOS)
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS}:0 $A:0", pair=f"{BOS}:0 $A:0 {BOS}:1 $B:1", special_tokens=[(BOS, bos_id)])
+    # padding_side and model_max_length as constructor arguments: set as attributes afterwards
+    # they are not written to tokenizer_config.json, and a reloaded tokenizer would pad right.
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOT, pad_token=PAD,
-                                   additional_special_tokens=[EOS, HEADER_START, HEADER_END])
+                                   additional_special_tokens=[EOS, HEADER_START, HEADER_END],
+                                   padding_side="left", model_max_length=8192)
     fast.chat_template = LLAMA3_CHAT_TEMPLATE
-    fast.padding_side = "left"
-    fast.model_max_length = 8192
     return fast
 
 
