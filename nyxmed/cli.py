@@ -333,6 +333,35 @@ def _releases(args) -> int:
 COMMANDS += [_add_publish, _add_releases]
 
 
+# ----------------------------------------------------------------------------- synthetic data
+def _add_synth(sub) -> None:
+    p = sub.add_parser("synth", help="write synthetic radiology cases (the embedded default data set)")
+    p.add_argument("--n", type=int, default=3000, help="number of cases")
+    p.add_argument("--seed", type=int, default=17, help="same seed, same cases")
+    p.add_argument("--out", required=True, help="case file: .jsonl, .csv or .parquet (written atomically)")
+    p.set_defaults(func=_synth)
+
+
+def _synth(args) -> int:
+    from nyxmed.sources import SourceError, write_cases
+    from nyxmed.synth import generate_cases, summary
+
+    if args.n < 0:
+        print(f"nyxmed synth: --n must be >= 0, got {args.n}", file=sys.stderr)
+        return 2
+    cases = generate_cases(args.n, args.seed)
+    try:
+        write_cases(cases, args.out)
+    except SourceError as exc:
+        print(f"nyxmed synth: --out: {exc}", file=sys.stderr)
+        return 2
+    _print_json({"out": args.out, **summary(cases)})
+    return 0
+
+
+COMMANDS += [_add_synth]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nyxmed", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
