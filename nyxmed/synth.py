@@ -165,13 +165,13 @@ CONDITIONS: dict[str, Condition] = {c.key: c for c in (
        ("Patchy airspace opacity in the {lobe} compatible with pneumonia.",
         "Consolidation in the {lobe}, consistent with pneumonia."),
        ("{lobe} pneumonia.", "Findings consistent with pneumonia in the {lobe}."),
-       avoid=("consolidation", "airspace", "pneumonia")),
+       avoid=("clear", "consolidation", "airspace", "pneumonia")),
     _c("lobar_pneumonia", "J18.1", F, ("lobar pneumonia",),
        ("Dense lobar consolidation of the {lobe} with air bronchograms, lobar pneumonia.",),
-       ("Lobar pneumonia of the {lobe}.",), unspec="J18.9", avoid=("consolidation", "airspace", "pneumonia")),
+       ("Lobar pneumonia of the {lobe}.",), unspec="J18.9", avoid=("clear", "consolidation", "airspace", "pneumonia")),
     _c("effusion", "J90", F, ("pleural effusion",),
        ("Small {side} pleural effusion.", "Moderate {side} pleural effusion with adjacent atelectasis."),
-       ("{Side} pleural effusion.",), avoid=("effusion",)),
+       ("{Side} pleural effusion.",), avoid=("clear", "effusion",)),
     _c("pneumothorax", "J93.9", F, ("pneumothorax",),
        ("Small {side} apical pneumothorax measuring {small} mm.",),
        ("{Side} pneumothorax.",), avoid=("pneumothorax",)),
@@ -180,25 +180,25 @@ CONDITIONS: dict[str, Condition] = {c.key: c for c in (
        ("Primary spontaneous pneumothorax on the {side}.",), unspec="J93.9", avoid=("pneumothorax",)),
     _c("nodule", "R91.1", F, ("solitary pulmonary nodule",),
        ("A {mm} mm solitary pulmonary nodule in the {lobe}.", "Solitary noncalcified nodule in the {lobe}, {mm} mm."),
-       ("{mm} mm solitary pulmonary nodule in the {lobe}; follow-up CT recommended.",), avoid=("nodule",)),
+       ("{mm} mm solitary pulmonary nodule in the {lobe}; follow-up CT recommended.",), avoid=("clear", "nodule",)),
     _c("lung_mass", "R91.8", F, ("lung mass",),
        ("Spiculated {cm} cm mass in the {lobe}.", "Lobulated lung mass in the {lobe} measuring {cm} cm."),
-       ("{cm} cm lung mass in the {lobe}, suspicious for malignancy.",), avoid=("mass", "nodule")),
+       ("{cm} cm lung mass in the {lobe}, suspicious for malignancy.",), avoid=("clear", "mass", "nodule")),
     _c("pe", "I26.99", F, ("pulmonary embolism",),
        ("Filling defects in the {side} lower lobe segmental pulmonary arteries, acute pulmonary embolism.",
         "Acute pulmonary embolism involving {side} segmental branches. RV/LV ratio is normal."),
        ("Acute pulmonary embolism without right heart strain.",), avoid=("embolism", "filling defect")),
     _c("emphysema", "J43.9", F, ("emphysema",),
        ("Centrilobular emphysema, upper lobe predominant.", "Hyperinflated lungs with emphysema."),
-       ("Emphysema.",), avoid=("emphysema",)),
+       ("Emphysema.",), avoid=("clear", "emphysema",)),
     _c("pulm_edema", "J81.0", F, ("acute pulmonary edema",),
        ("Interstitial and alveolar edema with vascular congestion, acute pulmonary edema.",),
-       ("Acute pulmonary edema.",), avoid=("edema", "congestion")),
+       ("Acute pulmonary edema.",), avoid=("clear", "edema", "congestion")),
     _c("cardiomegaly", "I51.7", F, ("cardiomegaly",),
        ("The cardiac silhouette is enlarged, cardiomegaly.",), ("Cardiomegaly.",), avoid=("cardiac", "heart")),
     _c("atelectasis", "J98.11", F, ("atelectasis",),
        ("Linear atelectasis at the {side} lung base.", "Subsegmental atelectasis in the {lobe}."),
-       ("Atelectasis.", "Mild atelectasis at the {side} base."), avoid=("atelectasis",)),
+       ("Atelectasis.", "Mild atelectasis at the {side} base."), avoid=("clear", "atelectasis",)),
     _c("rib_fx", _sided("S22.3{}XA"), F, ("rib fracture",),
        ("Acute nondisplaced fracture of the {side} {rib} rib.",), ("Acute {side} {rib} rib fracture.",),
        avoid=("fracture", "osseous")),
@@ -611,6 +611,7 @@ class ExamType:
     p_normal: float = 0.3
     weeks: tuple[int, int] | None = None
     part: str | None = None  # body part for technique sentences; default: read from the first name
+    distinct: str | None = None  # distinct-service modifier the exam's CPT pair needs (59)
 
 
 def _e(key, modality, names, cpt, side, region, technique, indications, findings, **kw) -> ExamType:
@@ -744,7 +745,8 @@ EXAMS: tuple[ExamType, ...] = (
        part="kidneys and bladder"),
     _e("us_pelvis", "ultrasound", ("US PELVIS TRANSABDOMINAL AND TRANSVAGINAL", "US PELVIS COMPLETE"),
        ("76856", "76830"), "none", "pelvis_f", _US, ("pelvic_pain", "pmb"),
-       ("ovarian_cyst", "fibroid", "endometrial_thick"), sex="F", weight=1.5, part="pelvis"),
+       ("ovarian_cyst", "fibroid", "endometrial_thick"), sex="F", weight=1.5, part="pelvis",
+       distinct="59"),  # the transabdominal/transvaginal pair is an NCCI edit billed with 59
     _e("us_thyroid", "ultrasound", ("US THYROID", "US SOFT TISSUE NECK THYROID"), "76536", "none", "thyroid", _US,
        ("neck_mass",), ("thyroid_nodule", "goiter", "lymphadenopathy")),
     _e("us_scrotum", "ultrasound", ("US SCROTUM AND TESTES", "US SCROTUM WITH DOPPLER"), "76870", "none", "scrotum",
@@ -1097,11 +1099,11 @@ def _one_case(draw: _Draw, seed: int, i: int, patients: _Patients, base: date) -
                               "age": patient.age, "sexw": "female" if patient.sex == "F" else "male"})
     coded, indication, ind_side = _pick_codes(draw, exam, side, normal)
 
-    # --- codes: component modifier (26/TC), then laterality (RT/LT/50), then repeat/reduced
+    # --- codes: component modifier (26/TC), laterality (RT/LT/50), distinct (59), then repeat/reduced
     icd = [cond.code(s, _side_fill(fill, s)) for cond, s in coded]
     repeat = exam.key == "xr_chest_1v" and draw.chance(0.08)
     reduced = exam.modality == "mri" and draw.chance(0.04)
-    mods = [m for m in (COMPONENT_MODIFIER[site_kind], SIDE_MODIFIER.get(side or ""),
+    mods = [m for m in (COMPONENT_MODIFIER[site_kind], SIDE_MODIFIER.get(side or ""), exam.distinct,
                         "76" if repeat else None, "52" if reduced else None) if m]
     codes = CodeLine(exam.cpt, tuple(mods), tuple(dict.fromkeys(icd)))  # already normal form (tested)
 

@@ -78,7 +78,7 @@ def test_coverage_of_exam_types_modalities_layouts_and_hard_cases(cases):
     cpts = {p for c in cases for p in c.codes.cpt}
     assert {"93970", "93971", "93925", "93926", "93880", "77065", "77066", "77067"} <= cpts
     mods = Counter(m for c in cases for m in c.codes.modifiers)
-    assert {"26", "TC", "LT", "RT", "50"} <= set(mods)
+    assert {"26", "TC", "LT", "RT", "50", "59", "76", "52"} <= set(mods)
 
 
 def test_specificity_variants_correct_an_unspecified_code(cases):
