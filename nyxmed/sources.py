@@ -13,6 +13,7 @@ import datetime as dt
 import io
 import json
 import os
+import re
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -293,8 +294,11 @@ def _open_text(path: Path):
         raise SourceError(f"{path}: cannot open: {exc}") from exc
 
 
+_BAD_BYTE = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of bytes that are not UTF-8
+
+
 def _has_bad_bytes(text: str) -> bool:
-    return any("\udc80" <= ch <= "\udcff" for ch in text)
+    return _BAD_BYTE.search(text) is not None
 
 
 def _bad_byte_offset(data: bytes) -> int:
@@ -312,15 +316,16 @@ def _plain_record(raw: dict[str, Any], mapping: Mapping[str, str]) -> dict[str, 
         name = mapping.get(col, col)
         if _has_bad_bytes(name):
             return RecordError(RECORD, "undecodable bytes (not UTF-8) in a column name", _raw_id(raw, mapping))
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            try:
-                value = bytes(value).decode("utf-8")
-            except UnicodeDecodeError as exc:
-                return RecordError(name, f"undecodable bytes (not UTF-8) at byte {exc.start}", _raw_id(raw, mapping))
-        if isinstance(value, str) and _has_bad_bytes(value):
+        if type(value) is not str:  # text, the common case, needs only the check below
+            if isinstance(value, (bytes, bytearray, memoryview)):
+                try:
+                    value = bytes(value).decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    return RecordError(name, f"undecodable bytes (not UTF-8) at byte {exc.start}", _raw_id(raw, mapping))
+            elif isinstance(value, (dt.date, dt.datetime, dt.time)):
+                value = value.isoformat()
+        if _has_bad_bytes(value if isinstance(value, str) else _nested_text(value)):
             return RecordError(name, "undecodable bytes (not UTF-8)", _raw_id(raw, mapping))
-        if isinstance(value, (dt.date, dt.datetime, dt.time)):
-            value = value.isoformat()
         if name in out:
             return RecordError(name, f"two columns give field {name!r} (check the column mapping)", _raw_id(raw, mapping))
         out[name] = value
@@ -336,6 +341,13 @@ def _plain_record(raw: dict[str, Any], mapping: Mapping[str, str]) -> dict[str, 
     elif isinstance(meta, list) and all(isinstance(p, tuple) and len(p) == 2 for p in meta):
         out["meta"] = dict(meta)  # an Arrow map column arrives as (key, value) pairs
     return out
+
+
+def _nested_text(value: Any) -> str:
+    """The text inside a list or map value (JSONL lists and objects can hide bad bytes too)."""
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return ""
 
 
 def _raw_id(raw: Mapping[str, Any], mapping: Mapping[str, str]) -> str | None:
@@ -427,7 +439,8 @@ def counts_path_for(rejects_path: str | os.PathLike) -> Path:
 
 def write_rejects(rejects: list[Reject], counts: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """The reject file (JSONL, one reject a line) and its counts beside it, both atomically."""
-    write_atomic(path, "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in rejects))
+    # ASCII escapes: a reason quotes the bad value, whatever it holds
+    write_atomic(path, "".join(json.dumps(r.to_dict()) + "\n" for r in rejects))
     write_atomic(counts_path_for(path), json.dumps(dict(counts), indent=2) + "\n")
     return Path(path)
 

@@ -89,14 +89,17 @@ def test_jsonl_every_reject_reason(tmp_path):
         (json.dumps(good(99, report_text=12)).encode(), "report_text", "expected text, got int"),
         (json.dumps(good(100)).encode().replace(b"Findings", b"Find\xffings"), "report_text", "undecodable bytes"),
         (b'{"id": "j2", \xff\xfe "x": 1}', "record", "undecodable bytes"),
+        (json.dumps(good(101)).encode().replace(b'"74177"', b'"7417\xff"'), "cpt", "undecodable bytes"),
+        (json.dumps(good(102)).encode().replace(b'"CT"}', b'"C\xffT"}'), "meta", "undecodable bytes"),
         (b'{"id": "j3", "report_text": "a", "icd": ["R10.84"], "cpt": ["74177"], "icd": []}', "icd", "appears twice"),
     ]
     start = len(lines) + 2  # a blank line sits before the extras: not a record, but it counts as a line
     lines += [b"   "] + [raw for raw, _, _ in extra]
     expected.update({start + i: (f, frag) for i, (_, f, frag) in enumerate(extra)})
-    result = read_cases(_write_jsonl(tmp_path / "cases.jsonl", lines))
+    result = read_cases(_write_jsonl(tmp_path / "cases.jsonl", lines), rejects_path=tmp_path / "rejects.jsonl")
     _check(result, expected, n_good=3)
     assert [c.id for c in result.cases] == ["c0", "c1", "c2"]
+    assert len((tmp_path / "rejects.jsonl").read_text().splitlines()) == len(expected)
     undecodable = next(r for r in result.rejects if r.field == "report_text" and "undecodable" in r.reason)
     assert undecodable.id == "c100"
 
