@@ -79,9 +79,7 @@ def test_installed_console_script(tmp_path):
     script = shutil.which("nyxmed", path=str(Path(sys.executable).parent)) or shutil.which("nyxmed")
     assert script, "the nyxmed console script is not installed (pip install -e .)"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([script, "parse", "74176, , R10.84<|eot_id|>"], capture_output=True, text=True,
-                          env=env, timeout=120, check=True)
-    assert json.loads(done.stdout) == {"cpt": ["74176"], "modifiers": [], "icd": ["R10.84"], "issues": []}
+    # one process start (the ICD release loads in each): codes check exercises the packaged data
     done = subprocess.run([script, "codes", "check", "S72001A", "74177"], capture_output=True, text=True,
                           env=env, timeout=120, check=True)
     out = json.loads(done.stdout)
