@@ -39,7 +39,7 @@ def _fmt(value: Any) -> str:
     v = _num(value)
     if v is None:
         return "–"
-    return f"{int(v)}" if v.is_integer() and abs(v) >= 1 else f"{v:.4f}"
+    return str(value) if isinstance(value, int) else f"{v:.4f}"  # counts stay counts, rates get 4 places
 
 
 def _ci(value: Any) -> str:

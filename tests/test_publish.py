@@ -1,0 +1,199 @@
+"""Publish to the Hub (a local stand-in server), the model card, secrets and record text kept out,
+and the Hub registry's promote / rollback."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hub_standin import HubStandin
+from nyxmed.releases import ReleaseError
+
+TOKEN = "hf_FakeTokenForTests0123456789abcdef"
+PLANT = "Zebra-striped hepatic lesion in patient Quintessa Marlowe"  # stands for report text
+PASSWORD = "S3cretPgPassw0rd"
+REPO = "nyxorg/nyx-coder"
+
+
+@pytest.fixture()
+def hub(monkeypatch):
+    import huggingface_hub.constants as hf_constants
+
+    with HubStandin() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+        monkeypatch.setenv("HF_TOKEN", TOKEN)
+        monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)  # conftest sets HF_HUB_OFFLINE=1
+        yield server
+
+
+@pytest.fixture()
+def release_inputs(tmp_path, trained_adapter_dir):
+    """A trained adapter plus evaluation and data files, with record text planted all around them."""
+    src = Path(shutil.copytree(trained_adapter_dir, tmp_path / "train"))
+    (src / "samples.jsonl").write_text(json.dumps({"id": "r1", "report_text": PLANT}) + "\n")
+    tm = json.loads((src / "training_metrics.json").read_text())
+    tm["log_history"] = [{"step": 10, "eval_loss": 1.9, "sample_prediction": PLANT}]
+    (src / "training_metrics.json").write_text(json.dumps(tm))
+    cfg = yaml.safe_load((src / "config.yaml").read_text())
+    cfg["data"] = {"sources": [f"postgresql://coder:{PASSWORD}@db.internal/radiology"], "hard_ids": ["acc-1", "acc-2"]}
+    (src / "config.yaml").write_text(yaml.safe_dump(cfg))
+    ev = tmp_path / "eval"
+    ev.mkdir()
+    (ev / "predictions.jsonl").write_text(json.dumps({"id": "r1", "report_text": PLANT, "prediction": "74177"}) + "\n")
+    (ev / "metrics.json").write_text(json.dumps({
+        "n": 200, "cpt_exact": 0.91, "icd_root_overlap": 0.84, "all_three_exact": 0.62,
+        "ci95": {"cpt_exact": [0.87, 0.95], "icd_root_overlap": [0.79, 0.88]},
+        "bootstrap": {"resamples": 1000, "seed": 17},
+        "breakdowns": {"modality": {PLANT: {"n": 1}}}, "examples": [{"report_text": PLANT}]}))
+    (ev / "comparison.json").write_text(json.dumps({
+        "a": "/eval/v0", "b": "/eval/v1", "n": 200, "bootstrap": {"resamples": 1000},
+        "metrics": {"cpt_exact": {"a": 0.88, "b": 0.91, "diff": 0.03, "diff_ci95": [0.01, 0.05],
+                                  "mcnemar": {"a_only": 2, "b_only": 8, "p_value": 0.109}}},
+        "worst_cases": [{"id": "r1", "report_text": PLANT}]}))
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "records.jsonl").write_text(json.dumps({"report_text": PLANT}) + "\n")
+    (data / "manifest.json").write_text(json.dumps({
+        "name": "v1", "sources": [PLANT], "duplicates": {"r9": PLANT},
+        "counts": {"input": 1000, "after_dedup": 950, "too_long_dropped": 3,
+                   "duplicates_removed": {"exact": 40, "near": 10},
+                   "by_role_split": {"new": {"train": 600, "validation": 50, "heldout": 150},
+                                     "specificity": {"train": 100, "validation": 0, "heldout": 47}}},
+        "weights": {"specificity": 3.0, "other": 1.0}}))
+    return src, ev, data
+
+
+def _publish_args(src, ev, data, stage, *extra):
+    return ["publish", str(src), "--repo", REPO, "--version", "v1", "--metrics", str(ev / "metrics.json"),
+            "--compare", str(ev / "comparison.json"), "--previous", "v0",
+            "--dataset-manifest", str(data / "manifest.json"), "--out", str(stage), *extra]
+
+
+def test_publish_uploads_tags_and_card_without_record_text_or_secrets(hub, release_inputs, tmp_path, capsys,
+                                                                        caplog):
+    from nyxmed.cli import main
+
+    src, ev, data = release_inputs
+    caplog.set_level(logging.DEBUG)
+    assert main(_publish_args(src, ev, data, tmp_path / "stage")) == 0
+    repo = hub.repos[REPO]
+    assert set(repo.tags) == {"v1", "v1-epoch1", "v1-epoch2"}
+    v1 = hub.files(REPO, "v1")
+    staged = tmp_path / "stage" / "v1"
+    for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "README.md", "release.json"):
+        assert v1[name] == (staged / name).read_bytes(), name
+    assert "samples.jsonl" not in v1 and not any(k.startswith("frozen/") for k in v1)
+    assert hub.files(REPO, "v1-epoch1")["adapter_model.safetensors"] == \
+        (src / "frozen/epoch-1/adapter_model.safetensors").read_bytes()
+
+    card = v1["README.md"].decode()
+    assert "library_name: peft" in card and "license: other" in card
+    assert "| `cpt_exact` | 0.9100 | [0.8700, 0.9500] |" in card
+    assert "| `cpt_exact` | 0.8800 | 0.9100 | 0.0300 | [0.0100, 0.0500] | 0.1090 |" in card
+    assert "| 10 | 1.9000 |" in card and "early_stopping" in card  # eval-loss curve, stop reason
+    assert "| specificity | 100 | 0 | 47 |" in card
+    release = json.loads(v1["release.json"])
+    assert release["files"]["README.md"]["git_oid"]
+
+    # nothing from the records and no secret left the machine, in any commit of the repo
+    for files in repo.commits.values():
+        for name, content in files.items():
+            assert PLANT.encode() not in content, name
+            assert PASSWORD.encode() not in content, name
+            assert TOKEN.encode() not in content, name
+    uploaded_cfg = yaml.safe_load(v1["config.yaml"])
+    assert uploaded_cfg["data"]["hard_ids"] == [] and uploaded_cfg["data"]["hard_ids_count"] == 2
+
+    # the token was used, and never shown
+    assert hub.tokens == {TOKEN}
+    out = capsys.readouterr()
+    for text in (out.out, out.err, caplog.text):
+        assert TOKEN not in text
+    printed = json.loads(out.out)
+    assert [p["action"] for p in printed] == [f"registered {v} in hub:{REPO}" for v in ("v1-epoch1", "v1-epoch2", "v1")]
+    assert "samples.jsonl" in printed[-1]["skipped"]
+
+
+def test_dry_run_writes_the_folder_and_touches_nothing(hub, release_inputs, tmp_path, capsys):
+    from nyxmed.cli import main
+
+    src, ev, data = release_inputs
+    assert main(_publish_args(src, ev, data, tmp_path / "dry", "--dry-run")) == 0
+    assert hub.requests == []
+    plan = json.loads(capsys.readouterr().out)
+    assert plan[-1]["action"] == f"would register v1 in hub:{REPO}"
+    folder = tmp_path / "dry" / "v1"
+    assert (folder / "README.md").is_file() and (folder / "release.json").is_file()
+    assert sorted(plan[-1]["files"]) == sorted(p.name for p in folder.iterdir() if p.name != "release.json")
+
+
+def test_publish_without_token_fails(hub, release_inputs, tmp_path, monkeypatch):
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from nyxmed.cli import main
+
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))  # no saved login either
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_TOKEN_PATH", str(tmp_path / "hf_home" / "token"))
+    monkeypatch.setattr(hf_constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "hf_home" / "stored_tokens"))
+    src, ev, data = release_inputs
+    with pytest.raises(HfHubHTTPError, match="401"):
+        main(_publish_args(src, ev, data, tmp_path / "stage"))
+    assert REPO not in hub.repos
+
+
+def test_hub_promote_rollback_and_failures(hub, release_inputs, tmp_path):
+    from nyxmed.releases.hub import HubRegistry
+    from nyxmed.releases.publish import publish
+
+    src, _, _ = release_inputs
+    publish(src, "v1", HubRegistry(REPO), tmp_path / "stage", REPO)
+    reg = HubRegistry(REPO)
+    repo = hub.repos[REPO]
+    assert [v["version"] for v in reg.versions()] == ["v1-epoch1", "v1-epoch2", "v1"]
+    reg.promote("v1")
+    assert repo.branches["production"] == repo.tags["v1"] and reg.production() == "v1"
+    reg.promote("v1-epoch2")
+    assert reg.rollback()["version"] == "v1" and repo.branches["production"] == repo.tags["v1"]
+    reg.rollback(to="v1-epoch1")
+    assert repo.branches["production"] == repo.tags["v1-epoch1"]
+
+    # a branch re-create that fails puts production back where it was
+    hub.fail_next[rf"POST /api/models/{REPO}/branch/production"] = 500
+    with pytest.raises(Exception, match="500"):
+        reg.promote("v1")
+    assert repo.branches["production"] == repo.tags["v1-epoch1"]
+
+    # a file changed on the Hub behind the release's back: checksum verification refuses it
+    repo.commits[repo.tags["v1-epoch2"]]["adapter_model.safetensors"] += b"\0"
+    with pytest.raises(ReleaseError, match="v1-epoch2: file adapter_model.safetensors: Hub checksum"):
+        reg.promote("v1-epoch2")
+    assert reg.production() == "v1-epoch1"
+    moves = [(h["action"], h["version"]) for h in reg.history() if h["action"] != "register"]
+    assert moves == [("promote", "v1"), ("promote", "v1-epoch2"), ("rollback", "v1"), ("rollback", "v1-epoch1")]
+
+
+@pytest.mark.slow
+def test_cli_subprocess_reads_hf_endpoint(hub, release_inputs, tmp_path):
+    from nyxmed.releases.hub import HubRegistry
+    from nyxmed.releases.publish import publish
+
+    src, _, _ = release_inputs
+    shutil.rmtree(src / "frozen")
+    publish(src, "v1", HubRegistry(REPO), tmp_path / "stage", REPO)
+    env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_TOKEN": TOKEN, "HF_HUB_OFFLINE": "0"}
+    run = subprocess.run([sys.executable, "-m", "nyxmed", "releases", "--repo", REPO, "promote", "v1"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["version"] == "v1" and TOKEN not in run.stdout + run.stderr
+    assert hub.repos[REPO].branches["production"] == hub.repos[REPO].tags["v1"]
