@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Callable
 
@@ -128,6 +129,40 @@ def _validate(args) -> int:
 
 
 COMMANDS += [_add_validate]
+
+
+# ----------------------------------------------------------------------------- train
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="fine-tune a LoRA adapter (Trainer + PEFT, optional DeepSpeed)",
+                       description="Runs once per rank under `deepspeed` / `accelerate launch` (docs/training.md).")
+    p.add_argument("--config", required=True, help="recipe YAML, e.g. configs/v17.yaml")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.learning_rate=2e-5")
+    p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
+    # The deepspeed launcher appends --local_rank=N; the rank is also in $LOCAL_RANK, which is what is used.
+    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=_train)
+
+
+def _train(args) -> int:
+    from nyxmed.config import ConfigError, load_recipe
+    from nyxmed.training import train
+
+    overrides = list(args.overrides) + (["train.resume=true"] if args.resume else [])
+    try:
+        recipe = load_recipe(args.config, overrides)
+    except (ConfigError, OSError) as exc:
+        print(f"nyxmed train: {exc}", file=sys.stderr)
+        return 2
+    result = train(recipe)
+    if os.environ.get("RANK", "0") != "0":  # one summary per launch, from the main process
+        return 0
+    _print_json({"output_dir": result.output_dir, "stop_reason": result.stop_reason,
+                 "global_step": result.global_step, "best_step": result.best_step,
+                 "best_eval_loss": result.best_eval_loss, "frozen": result.frozen})
+    return 0
+
+
+COMMANDS += [_add_train]
 
 
 # ----------------------------------------------------------------------------- evaluation

@@ -120,10 +120,15 @@ class TrainConfig:
     logging_steps: int = 10
     early_stopping_patience: int = 3
     early_stopping_threshold: float = 0.0
-    deepspeed: str | None = "ds_configs/zero3.json"
+    deepspeed: str | None = "ds_configs/zero3.json"  # relative to the working dir or the project root; null = none
     seed: int = 17
     max_steps: int = -1
-    resume: bool = False
+    resume: bool = False  # continue from the newest complete checkpoint under <output_dir>/checkpoints
+    eval_batch_size: int = 1  # per device
+    save_total_limit: int = 3  # Trainer checkpoints kept (the best one is always kept)
+    max_grad_norm: float = 1.0
+    optim: str = "adamw_torch"
+    dataloader_num_workers: int = 0
     # Speed (docs/performance.md): padding-free packing of each micro-batch into one row, fused
     # kernels, and ZeRO-3 knobs written over the DeepSpeed JSON (null = keep the JSON's value).
     packing: bool = False

@@ -1,0 +1,80 @@
+"""Training inputs: load the built dataset's splits, check them, and pad them into batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from datasets import Dataset, DatasetDict, load_from_disk
+
+from nyxmed.packing import IGNORE_INDEX
+
+# Columns the trainer consumes; every other column of the built dataset is dropped before batching.
+TRAIN_COLUMNS = ("input_ids", "attention_mask", "labels", "weight")
+SPLITS = ("train", "validation")
+
+
+def load_training_splits(dataset_dir: str | Path, max_length: int) -> tuple[Dataset, Dataset]:
+    """Return the ``train`` and ``validation`` splits of a saved DatasetDict, reduced to :data:`TRAIN_COLUMNS`.
+
+    Raises ``ValueError`` naming the split, record id and field of the first bad record (missing
+    column, no answer tokens, longer than ``max_length``, non-positive weight).
+    """
+    path = Path(dataset_dir)
+    if not path.exists():
+        raise FileNotFoundError(f"train.dataset_dir: {path} does not exist (build it with `nyxmed build-data`)")
+    data = load_from_disk(str(path))
+    if not isinstance(data, DatasetDict):
+        raise ValueError(f"train.dataset_dir: {path} holds a single Dataset, expected a DatasetDict with {SPLITS}")
+    out = []
+    for split in SPLITS:
+        if split not in data:
+            raise ValueError(f"train.dataset_dir: {path} has no '{split}' split (has {sorted(data)})")
+        ds = data[split]
+        missing = [c for c in TRAIN_COLUMNS if c not in ds.column_names]
+        if missing:
+            raise ValueError(f"train.dataset_dir: split '{split}' lacks column '{missing[0]}'")
+        if len(ds) == 0:
+            raise ValueError(f"train.dataset_dir: split '{split}' is empty")
+        _check_records(ds, split, max_length)
+        out.append(ds.select_columns(list(TRAIN_COLUMNS)))
+    return out[0], out[1]
+
+
+def _check_records(ds: Dataset, split: str, max_length: int) -> None:
+    ids = ds["id"] if "id" in ds.column_names else [str(i) for i in range(len(ds))]
+    for rid, ids_, labels, weight in zip(ids, ds["input_ids"], ds["labels"], ds["weight"]):
+        where = f"split '{split}' record {rid}"
+        if len(labels) != len(ids_):
+            raise ValueError(f"{where}: field labels has {len(labels)} entries, input_ids {len(ids_)}")
+        if len(ids_) > max_length:
+            raise ValueError(f"{where}: field input_ids has {len(ids_)} tokens > prompt.max_length={max_length}")
+        if all(t == IGNORE_INDEX for t in labels[1:]):
+            raise ValueError(f"{where}: field labels has no answer tokens (all -100)")
+        if not weight > 0:
+            raise ValueError(f"{where}: field weight is {weight!r}, must be > 0")
+
+
+@dataclass
+class PaddedCollator:
+    """Right-pad examples into a batch with ``token_weights`` (each example's ``weight`` on its tokens).
+
+    The loss (:func:`nyxmed.packing.weighted_lm_loss`) reads ``token_weights``; the trainer pops it
+    before the forward pass. Right padding keeps every real token's position id unchanged.
+    """
+
+    pad_token_id: int
+
+    def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        width = max(len(f["input_ids"]) for f in features)
+        batch = {"input_ids": [], "attention_mask": [], "labels": [], "token_weights": []}
+        for f in features:
+            n, pad = len(f["input_ids"]), width - len(f["input_ids"])
+            batch["input_ids"].append(list(f["input_ids"]) + [self.pad_token_id] * pad)
+            batch["attention_mask"].append(list(f["attention_mask"]) + [0] * pad)
+            batch["labels"].append(list(f["labels"]) + [IGNORE_INDEX] * pad)
+            batch["token_weights"].append([float(f["weight"])] * n + [0.0] * pad)
+        return {k: torch.tensor(v, dtype=torch.float32 if k == "token_weights" else torch.long)
+                for k, v in batch.items()}

@@ -1,0 +1,108 @@
+"""Trainer callbacks: checkpoint commit markers, frozen per-epoch adapters, run statistics."""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback
+
+from nyxmed.training import artifacts
+
+
+def _is_whole_epoch(epoch: float | None) -> bool:
+    return epoch is not None and epoch >= 1 and abs(epoch - round(epoch)) < 1e-6
+
+
+class CheckpointCommitCallback(TrainerCallback):
+    """Mark a Trainer checkpoint complete once every rank has finished writing it.
+
+    Trainer checkpoints are written file by file; a kill -9 mid-save leaves a folder that looks
+    like a checkpoint. Resume only trusts folders with the :data:`artifacts.COMPLETE` marker.
+    """
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+
+    def on_save(self, args, state, control, **kwargs):
+        self.trainer.accelerator.wait_for_everyone()
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            artifacts.write_json(folder / artifacts.COMPLETE, {"step": state.global_step, "epoch": state.epoch})
+        self.trainer.accelerator.wait_for_everyone()
+
+
+class FrozenEpochCallback(TrainerCallback):
+    """At the end of each whole epoch export ``frozen/epoch-N/``: the adapter as it is then.
+
+    An evaluation is forced at the epoch end (and a checkpoint with it, so that load-best can
+    return to it) unless one already ran at that step; ``frozen.json`` records its eval_loss.
+    """
+
+    def __init__(self, trainer: Trainer, frozen_dir: str | Path, expected: dict[str, tuple[int, ...]]):
+        self.trainer = trainer
+        self.frozen_dir = Path(frozen_dir)
+        self.expected = expected
+        self.pending: int | None = None
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if not _is_whole_epoch(state.epoch):
+            return control
+        epoch = round(state.epoch)
+        last_eval = next((r for r in reversed(state.log_history) if "eval_loss" in r), None)
+        if last_eval is not None and last_eval["step"] == state.global_step:
+            self._export(epoch, state, last_eval["eval_loss"])
+        else:
+            self.pending = epoch
+            control.should_evaluate = True
+            control.should_save = True
+        return control
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if self.pending is not None:
+            epoch, self.pending = self.pending, None
+            self._export(epoch, state, (metrics or {}).get("eval_loss"))
+
+    def _export(self, epoch: int, state, eval_loss: float | None) -> None:
+        meta = {"epoch": epoch, "step": state.global_step, "eval_loss": eval_loss}
+        artifacts.export_adapter(lambda d: self.trainer.save_model(str(d)), self.frozen_dir / f"epoch-{epoch}",
+                                 self.expected, meta, state.is_world_process_zero, meta_name="frozen.json")
+
+
+class StopRecordingEarlyStopping(EarlyStoppingCallback):
+    """Early stopping that remembers whether it ended the run (for the stop reason)."""
+
+    stopped = False
+
+    def on_evaluate(self, args, state, control, metrics, **kwargs):
+        super().on_evaluate(args, state, control, metrics, **kwargs)
+        if "eval_loss" in metrics and control.should_training_stop and self.early_stopping_patience_counter >= self.early_stopping_patience:
+            self.stopped = True
+
+
+class RunStatsCallback(TrainerCallback):
+    """Wall time of the training part and peak memory (accelerator memory on GPU, process RSS on CPU)."""
+
+    def __init__(self):
+        self.started = 0.0
+        self.seconds = 0.0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.perf_counter()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.seconds = time.perf_counter() - self.started
+
+    @staticmethod
+    def peak_memory() -> dict[str, Any]:
+        if torch.cuda.is_available():
+            return {"kind": "cuda_max_allocated", "bytes": torch.cuda.max_memory_allocated()}
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        # ru_maxrss is KiB on Linux, bytes on macOS.
+        return {"kind": "cpu_max_rss", "bytes": rss if sys.platform == "darwin" else rss * 1024}

@@ -1,0 +1,268 @@
+"""``train(recipe)``: build the Trainer from a recipe, run it, and write the artifacts.
+
+Every rank of a distributed launch (``deepspeed`` / ``accelerate launch``) runs this function;
+the collective saves run everywhere and only the main process writes files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
+
+from nyxmed import config as cfgmod
+from nyxmed.config import Recipe
+from nyxmed.training import artifacts
+from nyxmed.training.batching import PaddedCollator, load_training_splits
+from nyxmed.training.callbacks import (CheckpointCommitCallback, FrozenEpochCallback, RunStatsCallback,
+                                       StopRecordingEarlyStopping)
+from nyxmed.training.loss import WeightedLossTrainer
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+METRICS_FILE = "training_metrics.json"
+LOSS_PLOT = "loss_curves.png"
+# Files of a finished run at the top of output_dir; removed when a new run (or a resume) starts,
+# so a cut-off run never leaves an earlier run's adapter looking like its own.
+FINAL_FILES = (artifacts.COMPLETE, artifacts.ADAPTER_WEIGHTS, artifacts.ADAPTER_CONFIG, METRICS_FILE, LOSS_PLOT,
+               "deepspeed_config.json")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where the run's artifacts are and how it ended."""
+
+    output_dir: Path
+    global_step: int
+    best_step: int | None
+    best_eval_loss: float | None
+    final_eval_loss: float | None
+    stop_reason: str  # early_stopping | max_steps | epochs_completed
+    frozen: tuple[Path, ...]
+    metrics_path: Path
+
+
+def resolve_deepspeed(path: str | None) -> str | None:
+    """The DeepSpeed JSON as an absolute path: relative to the working dir, else to the project root."""
+    if not path:
+        return None
+    p = Path(path)
+    for candidate in (p, PROJECT_ROOT / p) if not p.is_absolute() else (p,):
+        if candidate.is_file():
+            return str(candidate.resolve())
+    raise FileNotFoundError(f"train.deepspeed: {path} not found (looked in {Path.cwd()} and {PROJECT_ROOT})")
+
+
+def training_arguments(recipe: Recipe, checkpoint_dir: Path) -> TrainingArguments:
+    """TrainingArguments for ``recipe``. Build them before loading the model: under ZeRO-3 they make
+    ``from_pretrained`` partition the weights as it loads (a 70B model never sits whole on one rank)."""
+    t = recipe.train
+    if not 0 <= t.warmup_ratio < 1:
+        raise cfgmod.ConfigError(f"train.warmup_ratio: expected a fraction in [0, 1), got {t.warmup_ratio}")
+    deepspeed = resolve_deepspeed(t.deepspeed)
+    accelerator_config = None
+    if deepspeed and not torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
+        accelerator_config = _cpu_deepspeed_state()
+    return TrainingArguments(
+        output_dir=str(checkpoint_dir),
+        per_device_train_batch_size=t.micro_batch_size,
+        per_device_eval_batch_size=t.eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_ratio,  # a float below 1 is a fraction of all steps
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        optim=t.optim,
+        bf16=t.bf16,
+        gradient_checkpointing=t.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},  # LoRA: frozen inputs need non-reentrant
+        eval_strategy="steps",
+        eval_steps=t.eval_steps,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        logging_strategy="steps",
+        logging_steps=t.logging_steps,
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        prediction_loss_only=True,
+        seed=t.seed,
+        data_seed=t.seed,
+        deepspeed=deepspeed,
+        accelerator_config=accelerator_config,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        report_to=["tensorboard"],
+        include_num_input_tokens_seen="non_padding",
+        remove_unused_columns=False,  # keep `weight`: the collator turns it into token_weights
+        restore_callback_states_from_checkpoint=True,  # early-stopping patience survives a resume
+        dataloader_num_workers=t.dataloader_num_workers,
+    )
+
+
+def _cpu_deepspeed_state() -> dict[str, Any]:
+    """Start a DeepSpeed process group on gloo for a launch on a machine without GPUs.
+
+    TrainingArguments passes no backend to accelerate for DeepSpeed, and without CUDA accelerate
+    then takes the run for a single process (world size 1) although DeepSpeed joined all ranks.
+    Configuring the state here with gloo and handing it over makes every rank see the real world.
+    """
+    from accelerate import PartialState
+
+    with _env("ACCELERATE_USE_DEEPSPEED", "true"):
+        PartialState(backend="gloo")
+    return {"use_configured_state": True}
+
+
+def load_lora_model(recipe: Recipe) -> torch.nn.Module:
+    """The base model with a fresh LoRA adapter (only the adapter is trainable)."""
+    m, lora = recipe.model, recipe.lora
+    dtype = getattr(torch, m.dtype, None)
+    if not isinstance(dtype, torch.dtype):
+        raise cfgmod.ConfigError(f"model.dtype: {m.dtype!r} is not a torch dtype")
+    model = AutoModelForCausalLM.from_pretrained(m.base_model, dtype=dtype, attn_implementation=m.attn_implementation)
+    model.config.use_cache = False  # no KV cache while training (and gradient checkpointing refuses one)
+    peft_config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                             target_modules=list(lora.target_modules), bias="none", task_type="CAUSAL_LM")
+    return get_peft_model(model, peft_config)
+
+
+def resume_point(recipe: Recipe, checkpoint_dir: Path, is_writer: bool) -> str | None:
+    """The checkpoint to resume from (newest complete one), or None for a fresh run.
+
+    Raises ``FileNotFoundError`` when resume is asked for and there is nothing to resume, and
+    ``FileExistsError`` when a fresh run would mix with an earlier run's checkpoints.
+    """
+    complete = artifacts.complete_checkpoints(checkpoint_dir)
+    if not recipe.train.resume:
+        if checkpoint_dir.is_dir() and any(artifacts.CHECKPOINT_RE.match(p.name) for p in checkpoint_dir.iterdir()):
+            raise FileExistsError(f"{checkpoint_dir} holds checkpoints of an earlier run: pass --resume "
+                                  f"(train.resume=true) to continue it, or set a new train.output_dir")
+        return None
+    if not complete:
+        raise FileNotFoundError(f"train.resume=true but {checkpoint_dir} holds no complete checkpoint")
+    if is_writer:  # checkpoints cut off mid-save are newer than the resume point; the run rewrites them
+        artifacts.remove_incomplete_checkpoints(checkpoint_dir)
+    return str(complete[-1])
+
+
+@contextlib.contextmanager
+def _env(name: str, value: str) -> Iterator[None]:
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+def train(recipe: Recipe) -> TrainResult:
+    """Fine-tune a LoRA adapter as ``recipe`` says; write the artifacts into ``train.output_dir``.
+
+    Raises ``ValueError``/``FileNotFoundError`` for a bad dataset, config or resume state and
+    :class:`artifacts.AdapterError` if the saved adapter is not the full trained adapter.
+    """
+    t = recipe.train
+    if not t.dataset_dir:
+        raise cfgmod.ConfigError("train.dataset_dir: not set (a dataset folder from `nyxmed build-data`)")
+    out = Path(t.output_dir)
+    checkpoint_dir = out / "checkpoints"
+    args = training_arguments(recipe, checkpoint_dir)
+    is_writer = args.should_save
+    resume_from = resume_point(recipe, checkpoint_dir, is_writer)
+    if is_writer:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in FINAL_FILES:
+            (out / name).unlink(missing_ok=True)
+        cfgmod.save(recipe, out / "config.yaml")
+
+    tokenizer = AutoTokenizer.from_pretrained(recipe.model.tokenizer or recipe.model.base_model)
+    if tokenizer.pad_token_id is None:
+        raise ValueError(f"model.tokenizer: {recipe.model.tokenizer or recipe.model.base_model} has no pad token")
+    train_ds, val_ds = load_training_splits(t.dataset_dir, recipe.prompt.max_length)
+    model = load_lora_model(recipe)
+    expected = artifacts.expected_adapter_shapes(model)
+
+    early = StopRecordingEarlyStopping(t.early_stopping_patience, t.early_stopping_threshold)
+    stats = RunStatsCallback()
+    with _env("TENSORBOARD_LOGGING_DIR", str(out / "logs")):
+        trainer = WeightedLossTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
+                                      data_collator=PaddedCollator(tokenizer.pad_token_id),
+                                      processing_class=tokenizer, callbacks=[early, stats])
+        trainer.add_callback(CheckpointCommitCallback(trainer))
+        trainer.add_callback(FrozenEpochCallback(trainer, out / "frozen", expected))
+        tokens_before = 0
+        if resume_from:
+            tokens_before = artifacts.read_json(Path(resume_from) / "trainer_state.json").get("num_input_tokens_seen", 0)
+        trainer.train(resume_from_checkpoint=resume_from)
+        # After load-best this re-measures the model that is saved: it must equal the best metric.
+        final_eval = trainer.evaluate(metric_key_prefix="final_eval")
+
+    state = trainer.state
+    if early.stopped:
+        stop_reason = "early_stopping"
+    elif args.max_steps > 0 and state.global_step >= args.max_steps:
+        stop_reason = "max_steps"
+    else:
+        stop_reason = "epochs_completed"
+    tokens_session = state.num_input_tokens_seen - tokens_before
+    metrics: dict[str, Any] = {
+        "stop_reason": stop_reason,
+        "global_step": state.global_step,
+        "epoch": state.epoch,
+        "max_steps": state.max_steps,
+        "best_step": state.best_global_step,
+        "best_eval_loss": state.best_metric,
+        "best_checkpoint": state.best_model_checkpoint,
+        "final_eval_loss": final_eval.get("final_eval_loss"),
+        "eval_loss_curve": [{"step": r["step"], "eval_loss": r["eval_loss"]} for r in state.log_history
+                            if "eval_loss" in r],
+        "train_loss_curve": [{"step": r["step"], "loss": r["loss"]} for r in state.log_history if "loss" in r],
+        "tokens_seen": state.num_input_tokens_seen,
+        "tokens_seen_this_session": tokens_session,
+        "train_seconds_this_session": stats.seconds,
+        "tokens_per_second": tokens_session / stats.seconds if stats.seconds else None,
+        "peak_memory_rank0": RunStatsCallback.peak_memory(),
+        "world_size": args.world_size,
+        "effective_batch_size": t.micro_batch_size * t.gradient_accumulation_steps * args.world_size,
+        "resumed_from": resume_from,
+        "early_stopping": {"patience": t.early_stopping_patience, "threshold": t.early_stopping_threshold,
+                           "counter": early.early_stopping_patience_counter},
+        "dataset": {"dir": str(t.dataset_dir), "train_rows": len(train_ds), "validation_rows": len(val_ds),
+                    "manifest_sha256": artifacts.file_sha256_or_none(Path(t.dataset_dir).parent / "manifest.json")},
+        "git": artifacts.git_commit(),
+        "log_history": state.log_history,
+    }
+
+    tmp = out / ".adapter.tmp"
+    summary = artifacts.save_verified(lambda d: trainer.save_model(str(d)), tmp, expected, is_writer)
+    frozen = tuple(sorted((out / "frozen").glob("epoch-*"), key=lambda p: int(p.name.split("-")[1])))
+    if is_writer:
+        metrics["adapter"] = summary
+        for f in sorted(tmp.iterdir()):
+            os.replace(f, out / f.name)
+        tmp.rmdir()
+        if trainer.is_deepspeed_enabled:
+            artifacts.write_json(out / "deepspeed_config.json", trainer.accelerator.deepspeed_plugin.deepspeed_config)
+        artifacts.write_json(out / METRICS_FILE, metrics)
+        artifacts.plot_loss_curves(state.log_history, out / LOSS_PLOT)
+        # The commit point: written last, it lists every file of the finished adapter folder.
+        finished = {p.name: artifacts.sha256_file(p) for p in sorted(out.iterdir())
+                    if p.is_file() and p.name != artifacts.COMPLETE}
+        artifacts.write_json(out / artifacts.COMPLETE, {"step": state.global_step, "sha256": finished})
+    trainer.accelerator.wait_for_everyone()
+    return TrainResult(output_dir=out, global_step=state.global_step, best_step=state.best_global_step,
+                       best_eval_loss=state.best_metric, final_eval_loss=final_eval.get("final_eval_loss"),
+                       stop_reason=stop_reason, frozen=frozen, metrics_path=out / METRICS_FILE)
+
