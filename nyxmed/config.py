@@ -268,8 +268,18 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = node[part]
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {part!r} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+        node[parts[-1]] = _override_value(raw)
     return data
+
+
+def _override_value(raw: str) -> Any:
+    """The value of ``key=value`` read as YAML; text that is not YAML (``a: [b``) stays text."""
+    if not raw.strip():
+        return ""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw.strip()
 
 
 def load(cls: type[T], path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> T:
@@ -277,7 +287,10 @@ def load(cls: type[T], path: str | os.PathLike | None = None, overrides: list[st
     data: dict[str, Any] = {}
     if path is not None:
         with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
+            try:
+                data = yaml.safe_load(fh) or {}
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a YAML map at the top level")
     data = apply_overrides(data, list(overrides or []))

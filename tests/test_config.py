@@ -168,3 +168,15 @@ def test_write_atomic_bad_data_type_cleans_up(tmp_path):
     with pytest.raises(TypeError):
         write_atomic(tmp_path / "a.txt", 123)  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_override_value_that_is_not_yaml_stays_text():
+    recipe = load_recipe(None, ["model.base_model=/models/llama: [70b", "data.cpt_table=licensed/cpt.csv"])
+    assert recipe.model.base_model == "/models/llama: [70b"
+    assert recipe.data.cpt_table == "licensed/cpt.csv"
+
+
+def test_malformed_yaml_file_names_the_file(tmp_path):
+    path = _yaml(tmp_path, "train:\n  epochs: [1,\n")
+    with pytest.raises(ConfigError, match=f"{path}: not valid YAML"):
+        load_recipe(path)
