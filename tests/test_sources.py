@@ -388,3 +388,12 @@ def test_licensed_cpt_table_makes_cpt_strict(tmp_path, capsys):
     assert (reject["id"], reject["field"]) == ("c1", "cpt") and "'74176' not in the licensed table" in reject["reason"]
     assert cli_main(["validate", str(src), "--cpt-table", str(tmp_path / "none.csv")]) == 2
     assert "--cpt-table" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("ext", ["jsonl", "csv", "parquet"])
+def test_synthetic_cases_round_trip(tmp_path, ext):
+    from nyxmed.synth import generate_cases
+
+    cases = generate_cases(60, seed=5)
+    result = read_cases(write_cases(cases, tmp_path / f"synth.{ext}"))
+    assert result.rejects == [] and result.cases == cases
