@@ -173,7 +173,13 @@ def test_load_release_needs_both_files(tiny_release):
         icd10cm.load_release(str(xml))
     with pytest.raises(FileNotFoundError, match="nope.txt"):
         icd10cm.load_release(str(xml), str(xml.parent / "nope.txt"))
-    assert icd10cm.is_valid("M25.511")  # the loaded release is untouched by a refused switch
+    broken = xml.parent / "broken.xml"
+    broken.write_text(TINY_TABULAR[:300], encoding="utf-8")
+    with pytest.raises(ValueError, match="broken.xml.*not a tabular XML"):
+        icd10cm.load_release(str(broken), str(xml.parent / "icd10cm_codes_2099.txt"))
+    # the loaded release is untouched by a refused or failed switch
+    assert icd10cm.is_valid("M25.511") and not icd10cm.is_valid("Q90.10")
+    assert icd10cm.release_name() != str(broken)
 
 
 # ----------------------------------------------------------------------------- CPT / HCPCS

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import re
 from enum import Enum
+from xml.etree import ElementTree
 from functools import lru_cache
 from pathlib import Path
 
@@ -182,6 +183,8 @@ def load_release(tabular_xml: str | None = None, code_list: str | None = None) -
     try:
         _cm.change_version(all_codes_file_path=None if code_list is None else str(code_list),
                            classification_data_file_path=None if tabular_xml is None else str(tabular_xml))
+    except ElementTree.ParseError as exc:  # raised before anything is replaced: the old release stays
+        raise ValueError(f"load_release: {str(tabular_xml)!r} is not a tabular XML file: {exc}") from exc
     finally:  # even a half-loaded release must not be answered from the old one's caches
         for fn in (_is_valid, _is_billable, _category_ancestors, _ancestors, _descendants, _all_billable):
             fn.cache_clear()
