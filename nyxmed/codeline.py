@@ -146,11 +146,12 @@ def _parse(text: object) -> ParseResult:
     if not isinstance(text, str):
         text = "" if text is None else str(text)
     issues: list[str] = []
-    lines = [_LABEL.sub("", ln).strip() for ln in _clean(text).splitlines()]
-    candidates = [ln for ln in lines if ln and _holds_codes(ln)]
+    labelled = [(_LABEL.sub("", ln).strip(), bool(_LABEL.match(ln))) for ln in _clean(text).splitlines()]
+    candidates = [(ln, has_label) for ln, has_label in labelled if ln and _holds_codes(ln)]
     if not candidates:
         return ParseResult(CodeLine(), ("no code line found",))
-    line = candidates[0]
+    # "Codes: ..." wins over an earlier line that merely mentions a code ("Reason: R10.31 pain")
+    line = next((ln for ln, has_label in candidates if has_label), candidates[0][0])
     if len(candidates) > 1:
         issues.append(f"{len(candidates) - 1} further line(s) with codes ignored")
     fields = [_tokens(f) for f in line.split(",")]

@@ -105,6 +105,12 @@ def test_parse_uses_first_line_with_codes():
     assert "1 further line(s) with codes ignored" in result.issues
 
 
+def test_parse_prefers_a_labelled_line():
+    result = parse("Reason: R10.31 pain in the right lower quadrant\nCodes: 74177, , R10.31")
+    assert result.line == CodeLine(("74177",), (), ("R10.31",))
+    assert "1 further line(s) with codes ignored" in result.issues
+
+
 def test_parse_prose_drops_words_and_lists_them():
     result = parse("I think 74176 and R10.84 fit.")
     assert result.line == CodeLine(("74176",), (), ("R10.84",))
