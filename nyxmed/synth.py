@@ -653,7 +653,6 @@ _MR_WWO = "Multiplanar MR images of the {part} were obtained before and after {g
 _US = "Grayscale and color Doppler sonographic images of the {part} were obtained."
 _DUP = "Duplex ultrasound with grayscale, color and spectral Doppler of the {part}."
 _NM = "After intravenous administration of {mci} mCi of {tracer}, images were obtained."
-_FL = "Fluoroscopic examination was performed with {contrast_agent}. Fluoroscopy time {fluoro} minutes."
 _IR = "Informed consent was obtained. Time-out was performed. {guidance} guidance was used for {procedure}."
 
 _CHEST_SX = ("cough", "sob", "chest_pain", "fever", "hemoptysis")
@@ -763,9 +762,9 @@ EXAMS: tuple[ExamType, ...] = (
     # --- ultrasound
     _e("us_abd_complete", "ultrasound", ("US ABDOMEN COMPLETE",), "76700", "none", "ruq_us", _US,
        ("abd_pain", "epigastric_pain", "nausea_vomiting"), ("gallstones", "fatty_liver", "splenomegaly", "ascites"),
-       incidentals=("renal_cyst",)),
+       incidentals=("renal_cyst",), part="complete abdomen (liver, gallbladder, pancreas, spleen, kidneys and aorta)"),
     _e("us_ruq", "ultrasound", ("US ABDOMEN LIMITED RUQ", "US RIGHT UPPER QUADRANT"), "76705", "none", "ruq_us", _US,
-       ("ruq_pain", "epigastric_pain"), ("gallstones", "acute_chole", "fatty_liver"), weight=1.8),
+       ("ruq_pain", "epigastric_pain"), ("gallstones", "acute_chole", "fatty_liver"), weight=1.8, part="right upper quadrant (liver, gallbladder and bile ducts)"),
     _e("us_renal", "ultrasound", ("US RETROPERITONEAL COMPLETE", "US KIDNEYS AND BLADDER"), "76770", "none",
        "renal_us", _US, ("hematuria", "uti"), ("hydronephrosis", "kidney_stone", "renal_cyst"), weight=1.2,
        part="kidneys and bladder"),
@@ -792,16 +791,16 @@ EXAMS: tuple[ExamType, ...] = (
     # --- vascular duplex
     _e("dup_le_venous_bi", "ultrasound", ("US VENOUS DUPLEX LOWER EXTREMITIES BILATERAL", "US BILATERAL LE VENOUS DOPPLER"),
        "93970", "none", "veins", _DUP, ("leg_swelling", "leg_pain"),
-       ("dvt_femoral", "dvt_popliteal", "sup_phlebitis", "varicose", "venous_insuff"), weight=2.0, p_normal=0.45),
+       ("dvt_femoral", "dvt_popliteal", "sup_phlebitis", "varicose", "venous_insuff"), weight=2.0, p_normal=0.45, part="veins of both lower extremities"),
     _e("dup_le_venous_uni", "ultrasound", ("US VENOUS DUPLEX LOWER EXTREMITY {SIDE}", "US {SIDE} LE VENOUS DOPPLER"),
        "93971", "lat", "veins", _DUP, ("leg_pain", "leg_swelling"),
-       ("dvt_femoral", "dvt_popliteal", "sup_phlebitis", "baker_cyst"), weight=2.0, p_normal=0.45),
+       ("dvt_femoral", "dvt_popliteal", "sup_phlebitis", "baker_cyst"), weight=2.0, p_normal=0.45, part="lower extremity veins"),
     _e("dup_ue_venous_uni", "ultrasound", ("US VENOUS DUPLEX UPPER EXTREMITY {SIDE}", "US {SIDE} ARM VENOUS DOPPLER"),
-       "93971", "lat", "veins", _DUP, ("arm_pain",), ("dvt_arm",), weight=0.8, p_normal=0.45),
+       "93971", "lat", "veins", _DUP, ("arm_pain",), ("dvt_arm",), weight=0.8, p_normal=0.45, part="upper extremity veins"),
     _e("dup_le_arterial_bi", "ultrasound", ("US ARTERIAL DUPLEX LOWER EXTREMITIES BILATERAL",), "93925", "none",
-       "arteries", _DUP, ("claudication",), ("pad",), ages=(45, 90), weight=0.8),
+       "arteries", _DUP, ("claudication",), ("pad",), ages=(45, 90), weight=0.8, part="arteries of both lower extremities"),
     _e("dup_le_arterial_uni", "ultrasound", ("US ARTERIAL DUPLEX LOWER EXTREMITY {SIDE}",), "93926", "lat",
-       "arteries", _DUP, ("claudication", "leg_pain"), ("pad",), ages=(45, 90), weight=0.6),
+       "arteries", _DUP, ("claudication", "leg_pain"), ("pad",), ages=(45, 90), weight=0.6, part="lower extremity arteries"),
     _e("dup_carotid", "ultrasound", ("US CAROTID DUPLEX BILATERAL", "US CAROTID DOPPLER"), "93880", "none", "carotid",
        _DUP, ("carotid_bruit", "tia", "dizziness", "syncope"), ("carotid_stenosis",), ages=(40, 90), weight=1.5,
        p_normal=0.45, part="carotid arteries"),
@@ -845,15 +844,15 @@ EXAMS: tuple[ExamType, ...] = (
     _e("nm_gastric", "nuclear_medicine", ("NM GASTRIC EMPTYING STUDY",), "78264", "none", "gastric", _NM,
        ("nausea", "nausea_vomiting"), ("gastroparesis",), weight=0.4),
     # --- fluoroscopy
-    _e("fl_esophagram", "fluoroscopy", ("FL ESOPHAGRAM", "FL BARIUM SWALLOW"), "74220", "none", "esophagus", _FL,
+    _e("fl_esophagram", "fluoroscopy", ("FL ESOPHAGRAM", "FL BARIUM SWALLOW"), "74220", "none", "esophagus", "Single and double contrast esophagram with {contrast_agent}. Fluoroscopy time {fluoro} minutes.",
        ("dysphagia",), ("stricture", "hiatal_hernia", "gerd"), weight=0.6),
     _e("fl_mbs", "fluoroscopy", ("FL MODIFIED BARIUM SWALLOW", "FL VIDEO SWALLOW STUDY"), "74230", "none", "swallow",
-       _FL, ("dysphagia", "oropharyngeal_dysphagia"), ("aspiration",), weight=0.5, p_normal=0.4),
-    _e("fl_ugi", "fluoroscopy", ("FL UPPER GI SERIES",), "74240", "none", "esophagus", _FL,
+       "Modified barium swallow with speech pathology, barium of varied consistencies. Fluoroscopy time {fluoro} minutes.", ("dysphagia", "oropharyngeal_dysphagia"), ("aspiration",), weight=0.5, p_normal=0.4),
+    _e("fl_ugi", "fluoroscopy", ("FL UPPER GI SERIES",), "74240", "none", "esophagus", "Upper GI series of the esophagus, stomach and duodenum with {contrast_agent}. Fluoroscopy time {fluoro} minutes.",
        ("epigastric_pain", "nausea"), ("gastric_ulcer", "gerd", "hiatal_hernia"), weight=0.4),
-    _e("fl_hsg", "fluoroscopy", ("FL HYSTEROSALPINGOGRAM",), "74740", "none", "hsg", _FL, ("infertility",),
+    _e("fl_hsg", "fluoroscopy", ("FL HYSTEROSALPINGOGRAM",), "74740", "none", "hsg", "The cervix was cannulated and water-soluble contrast was instilled into the uterine cavity under fluoroscopy. Fluoroscopy time {fluoro} minutes.", ("infertility",),
        ("tubal_infert",), sex="F", ages=(22, 42), weight=0.3),
-    _e("fl_vcug", "fluoroscopy", ("FL VOIDING CYSTOURETHROGRAM",), "74455", "none", "vcug", _FL, ("uti",), ("vur",),
+    _e("fl_vcug", "fluoroscopy", ("FL VOIDING CYSTOURETHROGRAM",), "74455", "none", "vcug", "The bladder was catheterized and filled with contrast; filling and voiding images were obtained. Fluoroscopy time {fluoro} minutes.", ("uti",), ("vur",),
        ages=(1, 12), weight=0.3),
     # --- interventional guidance
     _e("ir_ct_biopsy", "interventional", ("CT GUIDED LUNG BIOPSY",), "77012", "none", "procedure",
@@ -1178,6 +1177,9 @@ def _one_case(draw: _Draw, seed: int, i: int, patients: _Patients, base: date) -
     if layout == "embedded":  # the report body carries the exam and the reason; the fields stay empty
         body = f"{draw.pick(_EXAM_LABELS)}: {desc}\n{draw.pick(_HISTORY_LABELS)}: {reason}\n{body}"
         desc, reason = "", ""
+    else:  # the fields are filled; the body repeats the indication (as dictated reports do) and the
+        # technique names the exam, so the codes stay inferable when a prompt shows the body alone
+        body = f"{draw.pick(_HISTORY_LABELS)}: {reason}\n{body}"
 
     # --- specificity variant: a first-pass coder used the unspecified sibling; the reviewer corrected it
     original = None

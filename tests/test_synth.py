@@ -141,6 +141,8 @@ def test_layouts_and_metadata(cases):
         if case.meta["layout"] == "explicit":
             assert case.exam_description and case.reason_for_exam
             assert not case.report_text.startswith(("EXAM:", "PROCEDURE:", "STUDY:"))
+            # the body alone still carries the indication (a prompt may show the body without the fields)
+            assert f": {case.reason_for_exam}\n" in case.report_text.split("LOCATION:")[0], case.id
         else:
             assert case.exam_description == "" and case.reason_for_exam == ""
             head = case.report_text.split("\n", 2)
