@@ -397,6 +397,39 @@ def _synth(args) -> int:
 COMMANDS += [_add_synth]
 
 
+# ----------------------------------------------------------------------------- dataset
+def _add_build_data(sub) -> None:
+    p = sub.add_parser("build-data", help="build the tokenized train/validation/heldout dataset and its manifest",
+                       description="Retrieval few-shots, candidate codes, leakage defense, splits (docs/dataset.md).")
+    p.add_argument("--config", required=True, help="recipe YAML, e.g. configs/v17.yaml (data/retrieval/prompt)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. data.heldout_size=5950")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_build_data)
+
+
+def _build_data(args) -> int:
+    from rich.console import Console
+    from transformers import AutoTokenizer
+
+    from nyxmed.config import ConfigError, load_recipe
+    from nyxmed.dataset import build_dataset, composition_table
+
+    try:
+        recipe = load_recipe(args.config, args.overrides)
+    except (ConfigError, OSError) as exc:
+        print(f"nyxmed build-data: {exc}", file=sys.stderr)
+        return 2
+    tokenizer = AutoTokenizer.from_pretrained(recipe.model.tokenizer or recipe.model.base_model)
+    result = build_dataset(recipe, tokenizer, progress=not args.no_progress)
+    Console(stderr=True).print(composition_table(result.manifest))
+    _print_json({"out_dir": str(result.out_dir), **result.manifest["counts"]["by_split"],
+                 "blocked_retrievals": result.manifest["blocked_retrievals"]})
+    return 0
+
+
+COMMANDS += [_add_build_data]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nyxmed", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)

@@ -68,7 +68,7 @@ class RetrievalConfig:
     candidate_neighbours: int = 20  # unblocked neighbours whose gold codes feed the candidate lists
     rerank_top: int = 20  # fused neighbours re-scored by the cross-encoder when `reranker` is set
     leak_cosine: float = 0.97  # embedding cosine at or above which a neighbour is a near duplicate
-    leak_jaccard: float = 0.8  # MinHash char-shingle Jaccard for the same check when dense is off
+    leak_jaccard: float = 0.85  # MinHash char-shingle Jaccard for the same check when dense is off
     batch_size: int = 2048  # queries per vectorized retrieval batch
     threads: int = 0  # BM25 retrieval threads; 0 = all cores
 

@@ -225,27 +225,31 @@ def _list_array(arrays: list[np.ndarray], dtype) -> pa.Array:
     offsets = np.zeros(len(arrays) + 1, dtype=np.int32)
     np.cumsum([len(a) for a in arrays], out=offsets[1:])
     values = np.concatenate(arrays).astype(dtype) if arrays else np.zeros(0, dtype)
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values), type=pa.list_(pa.from_numpy_dtype(dtype)))
+
+
+SCHEMA = pa.schema([
+    ("id", pa.string()), ("role", pa.string()), ("weight", pa.float64()), ("content_hash", pa.string()),
+    ("record_hash", pa.string()), ("system", pa.string()), ("user", pa.string()), ("answer", pa.string()),
+    ("input_ids", pa.list_(pa.int32())), ("attention_mask", pa.list_(pa.int8())), ("labels", pa.list_(pa.int32())),
+    ("cpt", pa.list_(pa.string())), ("modifiers", pa.list_(pa.string())), ("icd", pa.list_(pa.string())),
+    ("modality", pa.string()), ("subsection", pa.string()),
+])
 
 
 def _split_table(rows: list[dict[str, Any]], encoded: list[Encoded]) -> pa.Table:
-    cols: dict[str, Any] = {k: pa.array([r[k] for r in rows]) for k in
-                            ("id", "role", "weight", "content_hash", "record_hash", "system", "user", "answer",
-                             "modality", "subsection")}
-    for k in ("cpt", "modifiers", "icd"):
-        cols[k] = pa.array([r[k] for r in rows], type=pa.list_(pa.string()))
+    cols: dict[str, Any] = {f.name: pa.array([r[f.name] for r in rows], type=f.type) for f in SCHEMA
+                            if f.name not in ("input_ids", "attention_mask", "labels")}
     ids = [e.input_ids for e in encoded]
-    cols["input_ids"] = _list_array(ids, np.int32)
-    cols["attention_mask"] = _list_array([np.ones(len(a), np.int8) for a in ids], np.int8)
     labels = []
     for e in encoded:
         lab = e.input_ids.copy()
-        lab[:e.prompt_len] = -100
+        lab[:e.prompt_len] = -100  # only the answer and its end-of-turn are learned
         labels.append(lab)
+    cols["input_ids"] = _list_array(ids, np.int32)
+    cols["attention_mask"] = _list_array([np.ones(len(a), np.int8) for a in ids], np.int8)
     cols["labels"] = _list_array(labels, np.int32)
-    order = ["id", "role", "weight", "content_hash", "record_hash", "system", "user", "answer", "input_ids",
-             "attention_mask", "labels", "cpt", "modifiers", "icd", "modality", "subsection"]
-    return pa.table({k: cols[k] for k in order})
+    return pa.table({f.name: cols[f.name] for f in SCHEMA}, schema=SCHEMA)
 
 
 def _percentiles(lengths: Sequence[int]) -> dict[str, float]:
@@ -381,6 +385,10 @@ def build_dataset(recipe: Recipe, tokenizer, cases: Sequence[Case] | None = None
         lengths[split] = [len(e.input_ids) for e in encoded]
     bar.close()
 
+    for split, table in tables.items():
+        if table.num_rows == 0:
+            raise ValueError(f"split {split!r} is empty after tokenization: {len(too_long)} record(s) do not fit "
+                             f"prompt.max_length={pcfg.max_length} (e.g. {too_long[:3]})")
     dataset = _save_dataset(tables, out_dir)
     write_atomic(out_dir / "records.jsonl", "".join(json.dumps(r) + "\n" for r in manifest_rows))
     if dcfg.write_cases:

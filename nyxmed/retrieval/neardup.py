@@ -1,4 +1,4 @@
-"""Cheap near-duplicate measure: one-permutation MinHash over character 5-shingles.
+"""Cheap near-duplicate measure: one-permutation MinHash over character 9-shingles.
 
 Each normalized text becomes ``bins`` 32-bit minima (one hash per shingle, binned by its top
 bits); the share of equal bins estimates the shingle-set Jaccard. Used for de-duplication
@@ -17,7 +17,7 @@ from scipy.sparse.csgraph import connected_components
 from nyxmed.cases import normalize_text
 
 BINS = 64
-SHINGLE = 5
+SHINGLE = 9
 EMPTY = np.uint32(0xFFFFFFFF)
 _FNV = np.uint64(1099511628211)
 
