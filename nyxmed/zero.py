@@ -8,6 +8,7 @@ and no optimizer state, so the knobs that matter are the ones that hide its all-
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from nyxmed.config import ConfigError, TrainConfig
@@ -45,3 +46,11 @@ def apply_zero3_overrides(ds_config: dict[str, Any], train_cfg: TrainConfig) -> 
             raise ConfigError(f"train.{field}: expected a non-negative integer, got {value!r}")
     zero.update(overrides)
     return out
+
+
+def deepspeed_config(path: str | None, train_cfg: TrainConfig) -> str | dict[str, Any] | None:
+    """What ``TrainingArguments(deepspeed=...)`` gets: ``path`` as is, or its JSON with the overrides."""
+    if not path or all(getattr(train_cfg, f) is None for f in ZERO3_KEYS):
+        return path
+    with open(path, encoding="utf-8") as fh:
+        return apply_zero3_overrides(json.load(fh), train_cfg)

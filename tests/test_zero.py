@@ -40,3 +40,18 @@ def test_deepspeed_accepts_the_result():
     zero = DeepSpeedZeroConfig(**apply_zero3_overrides({"zero_optimization": {"stage": 3}}, cfg)["zero_optimization"])
     assert (zero.prefetch_bucket_size, zero.overlap_comm, zero.max_reuse_distance, zero.reduce_bucket_size) == (
         500000000, True, 1000000000, 50000000)
+
+
+def test_deepspeed_config_reads_the_json_only_when_overridden(tmp_path):
+    import json
+
+    from nyxmed.zero import deepspeed_config
+
+    path = tmp_path / "zero3.json"
+    path.write_text(json.dumps(DS))
+    assert deepspeed_config(str(path), load_recipe().train) == str(path)
+    assert deepspeed_config(None, load_recipe().train) is None
+    cfg = load_recipe(None, ["train.zero3_param_persistence_threshold=2000000"]).train
+    out = deepspeed_config(str(path), cfg)
+    assert out["zero_optimization"]["stage3_param_persistence_threshold"] == 2000000
+    assert out["bf16"] == DS["bf16"]
