@@ -14,6 +14,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date, timedelta
+from functools import lru_cache
 from typing import Mapping
 
 from nyxmed.cases import Case
@@ -43,6 +44,7 @@ class Condition:
     unspec: str | None = None  # the less specific code a first-pass coder might have used
     avoid: tuple[str, ...] = ()  # words of normal sentences that would contradict it
     ruleout: tuple[str, ...] = ()  # "rule out" phrases of the reason for exam (never coded)
+    sex: str | None = None  # F or M where only one sex can have it
 
     @property
     def category(self) -> str:
@@ -157,8 +159,8 @@ CONDITIONS: dict[str, Condition] = {c.key: c for c in (
     _c("esrd_dialysis", "N18.6", T, ("end stage renal disease on hemodialysis", "ESRD on dialysis")),
     _c("lung_ca_hx", "C34.11", T, ("right upper lobe lung cancer, staging", "known RUL lung cancer"),
        unspec="C34.10"),
-    _c("prostate_ca", "C61", T, ("prostate cancer", "known prostate carcinoma")),
-    _c("breast_ca", {"R": "C50.911", "L": "C50.912", "U": "C50.919"}, T, ("{side} breast cancer",)),
+    _c("prostate_ca", "C61", T, ("prostate cancer", "known prostate carcinoma"), sex="M"),
+    _c("breast_ca", {"R": "C50.911", "L": "C50.912", "U": "C50.919"}, T, ("{side} breast cancer",), sex="F"),
     _c("picc_abx", "Z79.2", T, ("long-term intravenous antibiotics", "needs IV antibiotics for 6 weeks")),
     # --- findings: chest
     _c("pneumonia", "J18.9", F, ("pneumonia",),
@@ -300,7 +302,7 @@ CONDITIONS: dict[str, Condition] = {c.key: c for c in (
        ("The {side} epididymis is enlarged and hyperemic, epididymitis.",), ("{Side} epididymitis.",),
        avoid=("epididym",)),
     _c("bph", "N40.0", F, ("enlarged prostate",),
-       ("The prostate is enlarged measuring {prostate} mL.",), ("Enlarged prostate.",), avoid=("prostate",)),
+       ("The prostate is enlarged measuring {prostate} mL.",), ("Enlarged prostate.",), avoid=("prostate",), sex="M"),
     _c("tubal_infert", "N97.1", F, ("tubal infertility",),
        ("Nonfilling of the {side} fallopian tube without free spill, tubal occlusion.",),
        ("{Side} tubal occlusion; tubal factor infertility.",), unspec="N97.9", avoid=("tube", "spill")),
@@ -1070,24 +1072,32 @@ class _Patients:
         return self.draw.pick(fits)
 
 
-def _pick_codes(draw: _Draw, exam: ExamType, side: str | None, normal: bool):
+@lru_cache(maxsize=None)
+def _fitting(exam: ExamType, sex: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """The exam's indications, findings and incidentals a patient of this sex can have."""
+    return tuple(tuple(k for k in keys if CONDITIONS[k].sex in (None, sex))
+                 for keys in (exam.indications, exam.findings, exam.incidentals))
+
+
+def _pick_codes(draw: _Draw, exam: ExamType, side: str | None, normal: bool, sex: str):
     """The coded conditions with their sides, the indication and its side."""
-    indication = CONDITIONS[draw.pick(exam.indications)]
+    indications, findings, incidentals = _fitting(exam, sex)
+    indication = CONDITIONS[draw.pick(indications)]
     ind_side = _finding_side(draw, side, indication) if indication.sided else side
     coded = [(CONDITIONS[k], None) for k in exam.status]
     if indication.kind == T or normal:
         coded.append((indication, ind_side))
-    if not normal:
-        chosen = [draw.pick(exam.findings)]
-        if len(exam.findings) > 1 and draw.chance(0.2):
-            chosen.append(draw.pick([k for k in exam.findings if k != chosen[0]]))
-        if exam.incidentals and draw.chance(0.35):
-            inc = draw.pick(exam.incidentals)
+    if not normal and findings:
+        chosen = [draw.pick(findings)]
+        if len(findings) > 1 and draw.chance(0.2):
+            chosen.append(draw.pick([k for k in findings if k != chosen[0]]))
+        if incidentals and draw.chance(0.35):
+            inc = draw.pick(incidentals)
             if inc not in chosen:
                 chosen.append(inc)
         more = [CONDITIONS[k] for k in chosen]
-    elif indication.kind == S and len(exam.indications) > 1 and draw.chance(0.15):
-        more = [c for c in (CONDITIONS[draw.pick(exam.indications)],) if c.kind == S]
+    elif indication.kind == S and len(indications) > 1 and draw.chance(0.15):
+        more = [c for c in (CONDITIONS[draw.pick(indications)],) if c.kind == S]
     else:
         more = []
     for cond in more:  # one code per category: a coder never lists N20.0 with N20.1, or J18.1 with J18.9
@@ -1133,7 +1143,7 @@ def _one_case(draw: _Draw, seed: int, i: int, patients: _Patients, base: date) -
     fill = _Fill(draw, exam, {"side": side_word, "Side": side_word.capitalize(), "SIDE": side_word.upper(),
                               "part": _side_part(exam, side),
                               "age": patient.age, "sexw": "female" if patient.sex == "F" else "male"})
-    coded, indication, ind_side = _pick_codes(draw, exam, side, normal)
+    coded, indication, ind_side = _pick_codes(draw, exam, side, normal, patient.sex)
 
     # --- codes: component modifier (26/TC), laterality (RT/LT/50), distinct (59), then repeat/reduced
     icd = [cond.code(s, _side_fill(fill, s)) for cond, s in coded]

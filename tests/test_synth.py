@@ -159,6 +159,13 @@ def test_layouts_and_metadata(cases):
         if exam.sex:
             sexes.setdefault(case.patient_key, set()).add(exam.sex)
     assert all(len(s) == 1 for s in sexes.values())
+    # sex-specific conditions in sex-neutral exams (prostate cancer on a bone scan) fit the patient
+    for case in cases:
+        for code in case.codes.icd:
+            sex = next((c.sex for c in CONDITIONS.values() if c.sex and code in _condition_codes(c)), None)
+            if sex:
+                other = {"F": " y/o male", "M": " y/o female"}[sex]
+                assert other not in case.reason_for_exam + case.report_text, (case.id, code)
 
 
 def test_cli_writes_the_cases_as_jsonl(tmp_path, capsys):
