@@ -47,15 +47,15 @@ def build_dataset(tokenizer, out_dir: str | Path, n_train: int = 16, n_val: int 
                   conflicting_validation: bool = False) -> Path:
     """Save ``<out_dir>/dataset`` (train/validation/heldout) and ``<out_dir>/manifest.json``; returns the dataset path.
 
-    ``conflicting_validation`` gives the validation prompts answers that contradict the training
-    mapping, so fitting the training split makes the eval loss rise (early stopping must fire).
+    ``conflicting_validation`` gives the validation prompts prose answers instead of code lines,
+    so fitting the training split makes the eval loss rise (early stopping must fire).
     """
     pairs = [(f"{EXAMS[i % len(EXAMS)]} reason {REASONS[i % len(REASONS)]}", CODES[i % len(CODES)])
              for i in range(n_train + n_val)]
     train = pairs[:n_train]
     val = pairs[n_train:]
     if conflicting_validation:
-        val = [(user, CODES[(CODES.index(code) + 3) % len(CODES)]) for user, code in val]
+        val = [(user, f"{REASONS[k % len(REASONS)]} reason for exam findings") for k, (user, _) in enumerate(val)]
     weights = [3.0 if k % 5 == 0 else 1.0 for k in range(n_train)]
     data = DatasetDict({"train": Dataset.from_dict(rows(tokenizer, train, "train", weights)),
                         "validation": Dataset.from_dict(rows(tokenizer, val, "val")),
