@@ -654,6 +654,7 @@ _MR_WO = "Multiplanar multisequence MR images of the {part} were obtained withou
 _MR_WWO = "Multiplanar MR images of the {part} were obtained before and after {gad} mL of gadolinium contrast."
 _US = "Grayscale and color Doppler sonographic images of the {part} were obtained."
 _DUP = "Duplex ultrasound with grayscale, color and spectral Doppler of the {part}."
+_FL_TIME = "Fluoroscopy time {fluoro} minutes."
 _NM = "After intravenous administration of {mci} mCi of {tracer}, images were obtained."
 _IR = "Informed consent was obtained. Time-out was performed. {guidance} guidance was used for {procedure}."
 
@@ -846,16 +847,21 @@ EXAMS: tuple[ExamType, ...] = (
     _e("nm_gastric", "nuclear_medicine", ("NM GASTRIC EMPTYING STUDY",), "78264", "none", "gastric", _NM,
        ("nausea", "nausea_vomiting"), ("gastroparesis",), weight=0.4),
     # --- fluoroscopy
-    _e("fl_esophagram", "fluoroscopy", ("FL ESOPHAGRAM", "FL BARIUM SWALLOW"), "74220", "none", "esophagus", "Single and double contrast esophagram with {contrast_agent}. Fluoroscopy time {fluoro} minutes.",
+    _e("fl_esophagram", "fluoroscopy", ("FL ESOPHAGRAM", "FL BARIUM SWALLOW"), "74220", "none", "esophagus",
+       "Single and double contrast esophagram with {contrast_agent}. " + _FL_TIME,
        ("dysphagia",), ("stricture", "hiatal_hernia", "gerd"), weight=0.6),
     _e("fl_mbs", "fluoroscopy", ("FL MODIFIED BARIUM SWALLOW", "FL VIDEO SWALLOW STUDY"), "74230", "none", "swallow",
-       "Modified barium swallow with speech pathology, barium of varied consistencies. Fluoroscopy time {fluoro} minutes.", ("dysphagia", "oropharyngeal_dysphagia"), ("aspiration",), weight=0.5, p_normal=0.4),
-    _e("fl_ugi", "fluoroscopy", ("FL UPPER GI SERIES",), "74240", "none", "esophagus", "Upper GI series of the esophagus, stomach and duodenum with {contrast_agent}. Fluoroscopy time {fluoro} minutes.",
+       "Modified barium swallow with speech pathology, barium of varied consistencies. " + _FL_TIME,
+       ("dysphagia", "oropharyngeal_dysphagia"), ("aspiration",), weight=0.5, p_normal=0.4),
+    _e("fl_ugi", "fluoroscopy", ("FL UPPER GI SERIES",), "74240", "none", "esophagus",
+       "Upper GI series of the esophagus, stomach and duodenum with {contrast_agent}. " + _FL_TIME,
        ("epigastric_pain", "nausea"), ("gastric_ulcer", "gerd", "hiatal_hernia"), weight=0.4),
-    _e("fl_hsg", "fluoroscopy", ("FL HYSTEROSALPINGOGRAM",), "74740", "none", "hsg", "The cervix was cannulated and water-soluble contrast was instilled into the uterine cavity under fluoroscopy. Fluoroscopy time {fluoro} minutes.", ("infertility",),
-       ("tubal_infert",), sex="F", ages=(22, 42), weight=0.3),
-    _e("fl_vcug", "fluoroscopy", ("FL VOIDING CYSTOURETHROGRAM",), "74455", "none", "vcug", "The bladder was catheterized and filled with contrast; filling and voiding images were obtained. Fluoroscopy time {fluoro} minutes.", ("uti",), ("vur",),
-       ages=(1, 12), weight=0.3),
+    _e("fl_hsg", "fluoroscopy", ("FL HYSTEROSALPINGOGRAM",), "74740", "none", "hsg",
+       "The cervix was cannulated and water-soluble contrast was instilled into the uterine cavity. " + _FL_TIME,
+       ("infertility",), ("tubal_infert",), sex="F", ages=(22, 42), weight=0.3),
+    _e("fl_vcug", "fluoroscopy", ("FL VOIDING CYSTOURETHROGRAM",), "74455", "none", "vcug",
+       "The bladder was catheterized and filled with contrast; filling and voiding images were obtained. " + _FL_TIME,
+       ("uti",), ("vur",), ages=(1, 12), weight=0.3),
     # --- interventional guidance
     _e("ir_ct_biopsy", "interventional", ("CT GUIDED LUNG BIOPSY",), "77012", "none", "procedure",
        _IR.replace("{guidance}", "CT").replace("{procedure}", "coaxial needle biopsy of the lesion"), ("cough",),
