@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from tqdm.auto import tqdm
+
 from nyxmed import metrics
 from nyxmed.codeline import CodeLine, parse
 from nyxmed.codes import cpt as cpt_codes
@@ -152,7 +154,7 @@ def select_benchmark(manifest: Mapping[str, Any], gold: Sequence[GoldRecord]) ->
 def score(gold: Sequence[GoldRecord], outputs: Mapping[str, str], cpt_table: cpt_codes.CptTable | None = None,
           new_tokens: Mapping[str, int] | None = None) -> tuple[list[dict], metrics.ScoreTable]:
     """Parse each record's output and score it; returns predictions.jsonl rows and the score table."""
-    parsed = [parse(outputs[g.id]) for g in gold]
+    parsed = [parse(outputs[g.id]) for g in tqdm(gold, desc="parsing", unit="rec", disable=len(gold) < 2000)]
     table = metrics.score_records([g.id for g in gold], [g.codes for g in gold], [p.line for p in parsed], cpt_table)
     rows = []
     for g, p, rec in zip(gold, parsed, table.records):
@@ -233,7 +235,9 @@ def read_predictions(path: str | Path) -> dict[str, str]:
                 rec = json.loads(raw)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}:{lineno}: not JSON: {exc}") from exc
-            rid, text = rec.get("id") if isinstance(rec, dict) else None, rec.get("output") if isinstance(rec, dict) else None
+            if not isinstance(rec, dict):
+                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
+            rid, text = rec.get("id"), rec.get("output")
             if rid is None or str(rid).strip() == "":
                 raise ValueError(f"{path}:{lineno}: field 'id' missing")
             if text is not None and not isinstance(text, str):
@@ -326,12 +330,12 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def report_markdown(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], examples: int = 5) -> str:
     """report.md: run facts, metric/value/CI table, error taxonomy, breakdowns, worst examples."""
     run_info = summary.get("run", {})
-    out = ["# Evaluation report\n"]
+    out = ["# Evaluation report\n\n"]
     facts = [(k, run_info[k]) for k in ("model", "adapter", "backend", "data", "split", "predictions",
                                         "records_per_s", "tokens_per_s", "created_at") if run_info.get(k) is not None]
     if run_info.get("benchmark"):
         facts.append(("benchmark", f"{run_info['benchmark']['name']} ({run_info['benchmark']['path']})"))
-    out.append(_table(["", ""], [("records", summary["n"]), *facts]))
+    out.append(_table(["run", ""], [("records", summary["n"]), *facts]))
     b = summary["bootstrap"]
     out.append(f"\n## Metrics\n\n95% CI: percentile bootstrap over records, {b['resamples']} resamples, seed {b['seed']}.\n\n")
     out.append(_table(["metric", "value", "95% CI"],

@@ -106,6 +106,20 @@ def test_rescore_against_a_case_file_and_eval_loss_chart(tmp_path):
     assert png_size(tmp_path / "eval" / "metrics.png")[0] == 1400  # the loss panel was added
 
 
+def test_evaluate_script_rescores(data_dir, tmp_path):
+    import subprocess
+    import sys
+
+    preds = write_preds(tmp_path / "preds.jsonl", half_right())
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(root / "evaluate.py"), "--predictions", str(preds), "--gold",
+                           str(data_dir), "--out", str(tmp_path / "eval"), "--bootstrap", "50"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "all_three_exact" in done.stdout
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["all_three_exact"] == 0.5
+
+
 def test_predictions_errors_name_the_line_or_id(data_dir, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "case-0", "output": "x"}\n{"id": "case-0", "output": "y"}\n')
@@ -213,7 +227,7 @@ def test_model_run_with_peft_adapter(tiny_base_dir, data_dir, tmp_path):
 
 
 def test_model_run_over_http_endpoint(data_dir, tmp_path):
-    from tests.test_generation import CannedChat
+    from test_generation import CannedChat  # tests/ is on sys.path (pytest rootdir conftest)
 
     cases = make_cases()
     server = ThreadingHTTPServer(("127.0.0.1", 0), CannedChat)

@@ -13,7 +13,7 @@ from nyxmed.generation import (BackendUnavailable, Chat, OpenAIChatGenerator, Tr
                                build_generator, load_transformers)
 from nyxmed.prompts import render_prompt
 
-CHATS = [Chat(f"r{i}", "You are a certified radiology coder.", "CT abdomen pelvis with contrast. " * (1 + 3 * i))
+CHATS = [Chat(f"r{i}", "You are a certified radiology coder.", "CT abdomen pelvis with contrast. " * (1 + 2 * i))
          for i in range(5)]
 
 
