@@ -1061,12 +1061,17 @@ class _Patients:
 
     def __init__(self, draw: _Draw, n: int):
         self.draw = draw
+        self._keys: set[str] = set()
         self.pool = [self._new() for _ in range(max(1, n // 3))]
         self._fits: dict[str, list[_Patient]] = {}
 
     def _new(self, sex: str | None = None, ages: tuple[int, int] = (18, 90)) -> _Patient:
         d = self.draw
-        return _Patient(f"P{d.int(10**7, 10**8 - 1)}", sex or d.pick("FM"), d.int(*ages))
+        key = f"P{d.int(10**7, 10**8 - 1)}"
+        while key in self._keys:  # one key, one patient
+            key = f"P{d.int(10**7, 10**8 - 1)}"
+        self._keys.add(key)
+        return _Patient(key, sex or d.pick("FM"), d.int(*ages))
 
     def pick(self, exam: ExamType) -> _Patient:
         fits = self._fits.get(exam.key)
