@@ -211,6 +211,7 @@ def _evaluate(args) -> int:
         cfg = recipe.eval
         if args.config and cfg.model is None and not args.predictions:
             cfg.model = recipe.model.base_model
+        cfg.cpt_table = cfg.cpt_table or recipe.data.cpt_table
         for flag, (name, _, _) in _EVAL_FLAGS.items():
             value = getattr(args, flag[2:].replace("-", "_"))
             if value is not None:

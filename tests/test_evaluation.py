@@ -120,6 +120,20 @@ def test_evaluate_script_rescores(data_dir, tmp_path):
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["all_three_exact"] == 0.5
 
 
+def test_evaluate_reads_the_recipe_eval_section(data_dir, tmp_path):
+    import yaml
+
+    preds = write_preds(tmp_path / "preds.jsonl", half_right())
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"eval": {"predictions": str(preds), "gold": str(data_dir), "bootstrap": 20,
+                                               "out_dir": str(tmp_path / "from-recipe")}}))
+    assert main(["evaluate", "--config", str(recipe), "--seed", "3"]) == 0
+    m = json.loads((tmp_path / "from-recipe" / "metrics.json").read_text())
+    assert m["bootstrap"] == {"resamples": 20, "seed": 3, "method": "percentile, records resampled"}
+    recipe.write_text(yaml.safe_dump({"eval": {"bootsrap": 20}}))
+    assert main(["evaluate", "--config", str(recipe)]) == 2  # unknown key: a config error, named
+
+
 def test_predictions_errors_name_the_line_or_id(data_dir, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "case-0", "output": "x"}\n{"id": "case-0", "output": "y"}\n')
