@@ -132,3 +132,51 @@ def test_backend_choice_errors(tiny_base_dir):
 def test_vllm_missing_is_a_clear_error(tiny_base_dir):
     with pytest.raises(BackendUnavailable, match="vLLM, which is not installed"):
         build_generator("vllm", str(tiny_base_dir))
+
+
+def test_vllm_wiring_with_a_recording_engine(tiny_base_dir, tmp_path, monkeypatch):
+    """What VllmGenerator hands vLLM (no GPU here, so a recording stand-in engine; the real run is GPU-only)."""
+    import sys
+    import types
+
+    from transformers import AutoTokenizer
+
+    calls = {}
+
+    class LLM:
+        def __init__(self, **kwargs):
+            calls["engine"] = kwargs
+
+        def get_tokenizer(self):
+            return AutoTokenizer.from_pretrained(str(tiny_base_dir))
+
+        def generate(self, prompts, params, lora_request=None, use_tqdm=True):
+            calls.update(prompts=prompts, params=params, lora=lora_request)
+            out = types.SimpleNamespace(text="74177, , R10.84", token_ids=[1, 2, 3])
+            return [types.SimpleNamespace(outputs=[out]) for _ in prompts]
+
+    class SamplingParams:
+        def __init__(self, **kwargs):
+            self.kwargs = kwargs
+
+    class LoRARequest:
+        def __init__(self, name, int_id, path):
+            self.args = (name, int_id, path)
+
+    vllm = types.ModuleType("vllm")
+    vllm.LLM, vllm.SamplingParams = LLM, SamplingParams
+    lora_mod = types.ModuleType("vllm.lora.request")
+    lora_mod.LoRARequest = LoRARequest
+    for name, mod in (("vllm", vllm), ("vllm.lora", types.ModuleType("vllm.lora")), ("vllm.lora.request", lora_mod)):
+        monkeypatch.setitem(sys.modules, name, mod)
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 16}))
+    gen = build_generator("vllm", str(tiny_base_dir), adapter=str(tmp_path), max_new_tokens=64, tensor_parallel_size=4)
+    out = gen.generate(CHATS[:2], progress=False)
+    assert [(g.text, g.new_tokens) for g in out] == [("74177, , R10.84", 3)] * 2
+    assert calls["engine"]["enable_lora"] is True and calls["engine"]["max_lora_rank"] == 16
+    assert calls["engine"]["tensor_parallel_size"] == 4 and calls["engine"]["model"] == str(tiny_base_dir)
+    assert calls["lora"].args == ("nyxmed-adapter", 1, str(tmp_path))  # applied per request, not merged
+    tok = gen.tokenizer
+    assert calls["params"].kwargs["temperature"] == 0.0 and calls["params"].kwargs["max_tokens"] == 64
+    assert tok.convert_tokens_to_ids("<|eot_id|>") in calls["params"].kwargs["stop_token_ids"]
+    assert calls["prompts"][0] == render_prompt(tok, CHATS[0].system, CHATS[0].user)
