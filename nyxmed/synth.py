@@ -1015,12 +1015,11 @@ class _Fill(dict):
         return value
 
 
-class _SideFill(dict):
-    """A view of a case's values with another side word (a finding on the other side)."""
+class _Overlay(dict):
+    """A case's template values with a few replaced or added (another side, the indication's name)."""
 
-    def __init__(self, base: Mapping[str, object], side: str):
-        word = SIDES[side]
-        super().__init__(side=word, Side=word.capitalize(), SIDE=word.upper())
+    def __init__(self, base: Mapping[str, object], **values: object):
+        super().__init__(values)
         self.base = base
 
     def __missing__(self, key: str):
@@ -1036,7 +1035,10 @@ def _cap(text: str) -> str:
 
 
 def _side_fill(fill: _Fill, side: str | None) -> Mapping[str, object]:
-    return fill if side is None or SIDES[side] == fill["side"] else _SideFill(fill, side)
+    if side is None or SIDES[side] == fill["side"]:
+        return fill
+    word = SIDES[side]
+    return _Overlay(fill, side=word, Side=word.capitalize(), SIDE=word.upper())
 
 
 def _side_part(exam: ExamType, side: str | None) -> str:
@@ -1104,9 +1106,10 @@ def _pick_codes(draw: _Draw, exam: ExamType, side: str | None, normal: bool, sex
     indication = CONDITIONS[draw.pick(indications)]
     ind_side = _finding_side(draw, side, indication) if indication.sided else side
     coded = [(CONDITIONS[k], None) for k in exam.status]
+    normal = normal or not findings  # nothing this patient can have was found: code the indication
     if indication.kind == T or normal:
         coded.append((indication, ind_side))
-    if not normal and findings:
+    if not normal:
         chosen = [draw.pick(findings)]
         if len(findings) > 1 and draw.chance(0.2):
             chosen.append(draw.pick([k for k in findings if k != chosen[0]]))
@@ -1129,18 +1132,9 @@ def _reason(draw: _Draw, indication: Condition, fill: Mapping[str, object], othe
     name = _fmt(draw.pick(indication.names), fill)
     forms = _REASON_FORMS_STATUS if indication.kind == T else _REASON_FORMS if indication.ruleout else _REASON_FORMS_PLAIN
     form = draw.pick(forms)
-    text = form.format_map(_Words(fill, name=name, Name=_cap(name),
-                                  ruleout=draw.pick(indication.ruleout) if indication.ruleout else ""))
+    text = form.format_map(_Overlay(fill, name=name, Name=_cap(name),
+                                    ruleout=draw.pick(indication.ruleout) if indication.ruleout else ""))
     return " ".join([text, *(f"{_cap(extra)}." for extra in others)])  # a coded symptom or status must be stated
-
-
-class _Words(dict):
-    def __init__(self, base: Mapping[str, object], **words):
-        super().__init__(words)
-        self.base = base
-
-    def __missing__(self, key: str):
-        return self.base[key]
 
 
 _REASON_FORMS_PLAIN = tuple(f for f in _REASON_FORMS if "ruleout" not in f)
