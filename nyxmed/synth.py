@@ -1164,7 +1164,7 @@ def _one_case(draw: _Draw, seed: int, i: int, patients: _Patients, base: date) -
     reduced = exam.modality == "mri" and draw.chance(0.04)
     mods = [m for m in (COMPONENT_MODIFIER[site_kind], SIDE_MODIFIER.get(side or ""), exam.distinct,
                         "76" if repeat else None, "52" if reduced else None) if m]
-    codes = CodeLine(exam.cpt, tuple(mods), tuple(dict.fromkeys(icd)))  # already normal form (tested)
+    codes = CodeLine(exam.cpt, tuple(mods), tuple(icd))  # normal form, one code per category (both tested)
 
     # --- text
     desc = _fmt(draw.pick(exam.names), fill)
