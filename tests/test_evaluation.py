@@ -264,3 +264,29 @@ def test_model_run_needs_prompts(tmp_path):
     gold = write_cases(make_cases(), tmp_path / "gold.jsonl")
     with pytest.raises(ValueError, match="no 'system'/'user' prompt"):
         E.run(EvalConfig(model="m", data=str(gold), out_dir=str(tmp_path / "o")))
+
+
+@pytest.mark.slow
+def test_end_to_end_on_a_really_built_dataset(tiny_base_dir, tiny_tokenizer, tmp_path):
+    """The builder's folder and case files feed the evaluator; a model run and its rescoring agree."""
+    from nyxmed.config import Recipe
+    from nyxmed.dataset import build_dataset
+    from nyxmed.synth import generate_cases
+
+    recipe = Recipe(name="e2e")
+    recipe.data.out_dir = str(tmp_path / "data")
+    recipe.data.heldout_size, recipe.data.val_size = 12, 5
+    recipe.retrieval.dense, recipe.retrieval.n_shots = False, 1
+    built = build_dataset(recipe, tiny_tokenizer, generate_cases(80, 3), progress=False)
+    bench = E.create_benchmark(built.out_dir, tmp_path / "bench.json", n=6, seed=17)
+    heldout_file = built.out_dir / "cases" / "heldout.jsonl"
+    assert E.create_benchmark(heldout_file, tmp_path / "b2.json", n=6, seed=17)["records"] == bench["records"]
+    run = E.run(EvalConfig(model=str(tiny_base_dir), data=str(built.out_dir), benchmark=str(tmp_path / "bench.json"),
+                           out_dir=str(tmp_path / "run"), max_new_tokens=8, batch_size=3, device="cpu", bootstrap=100))
+    rows = [json.loads(x) for x in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [r["id"] for r in bench["records"]]
+    write_preds(tmp_path / "p.jsonl", {r["id"]: r["output"] for r in rows})
+    again = E.run(EvalConfig(predictions=str(tmp_path / "p.jsonl"), gold=str(heldout_file),
+                             benchmark=str(tmp_path / "bench.json"), out_dir=str(tmp_path / "rescored"), bootstrap=100))
+    assert {k: run[k] for k in E.metrics.AGGREGATE_METRICS} == {k: again[k] for k in E.metrics.AGGREGATE_METRICS}
+    assert run["ci95"] == again["ci95"]
