@@ -72,11 +72,15 @@ def _add_merge(sub) -> None:
 
 
 def _merge(args) -> int:
-    from nyxmed.merge import merge_adapter
+    from nyxmed.merge import MergeError, merge_adapter
 
-    manifest = merge_adapter(args.base, args.adapter, args.out, dtype=args.dtype, revision=args.revision,
-                             max_shard_size=args.max_shard_size, device_map=args.device_map, probes=args.probes,
-                             max_new_tokens=args.max_new_tokens, overwrite=args.overwrite)
+    try:
+        manifest = merge_adapter(args.base, args.adapter, args.out, dtype=args.dtype, revision=args.revision,
+                                 max_shard_size=args.max_shard_size, device_map=args.device_map,
+                                 probes=args.probes, max_new_tokens=args.max_new_tokens, overwrite=args.overwrite)
+    except MergeError as exc:
+        print(f"nyxmed merge: {exc}", file=sys.stderr)
+        return 1
     _print_json({"out": args.out, "verification": manifest["verification"], "files": len(manifest["files"])})
     return 0
 
@@ -303,13 +307,18 @@ def _add_publish(sub) -> None:
 def _publish(args) -> int:
     from pathlib import Path
 
+    from nyxmed.releases import ReleaseError
     from nyxmed.releases.hub import HubRegistry
     from nyxmed.releases.publish import CardInputs, describe, publish
 
     inputs = CardInputs(args.metrics, args.compare, args.previous, args.dataset_manifest, args.license)
     registry = None if args.dry_run else HubRegistry(args.repo)
     workdir = Path(args.out or Path("out/publish") / args.repo.replace("/", "--"))
-    staged = publish(args.path, args.version, registry, workdir, args.repo, inputs)
+    try:
+        staged = publish(args.path, args.version, registry, workdir, args.repo, inputs)
+    except ReleaseError as exc:
+        print(f"nyxmed publish: {exc}", file=sys.stderr)
+        return 1
     _print_json(describe(staged, f"hub:{args.repo}", args.dry_run))
     return 0
 
@@ -334,6 +343,16 @@ def _add_releases(sub) -> None:
 
 
 def _releases(args) -> int:
+    from nyxmed.releases import ReleaseError
+
+    try:
+        return _releases_command(args)
+    except ReleaseError as exc:
+        print(f"nyxmed releases {args.releases_cmd}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _releases_command(args) -> int:
     import tempfile
 
     from rich.console import Console
