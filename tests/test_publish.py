@@ -197,3 +197,19 @@ def test_cli_subprocess_reads_hf_endpoint(hub, release_inputs, tmp_path):
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["version"] == "v1" and TOKEN not in run.stdout + run.stderr
     assert hub.repos[REPO].branches["production"] == hub.repos[REPO].tags["v1"]
+
+
+def test_dry_run_of_a_merged_model(tmp_path, tiny_base_dir, tiny_adapter_dir):
+    from nyxmed.merge import merge_adapter
+    from nyxmed.releases.publish import publish
+
+    merged = tmp_path / "merged"
+    merge_adapter(str(tiny_base_dir), tiny_adapter_dir, merged, dtype="float32", max_shard_size="100KB",
+                  max_new_tokens=2)
+    (staged,) = publish(merged, "v1-merged", None, tmp_path / "stage", REPO)
+    assert staged.kind == "merged" and staged.skipped == []
+    names = set(staged.release["files"])
+    assert {"merge_manifest.json", "model.safetensors.index.json", "config.json", "README.md"} <= names
+    assert len([n for n in names if n.startswith("model-")]) >= 3
+    assert "library_name: transformers" in (staged.folder / "README.md").read_text()
+    assert staged.release["merge"]["verification_ok"] is True
