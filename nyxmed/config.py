@@ -70,7 +70,7 @@ class RetrievalConfig:
     leak_cosine: float = 0.97  # embedding cosine at or above which a neighbour is a near duplicate
     leak_jaccard: float = 0.85  # MinHash char-shingle Jaccard for the same check when dense is off
     batch_size: int = 2048  # queries per vectorized retrieval batch
-    threads: int = 0  # BM25 retrieval threads; 0 = all cores
+    bm25_query_terms: int = 32  # a query keeps its rarest terms only (0 = all): speed on long reports
 
 
 @dataclass

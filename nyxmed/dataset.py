@@ -159,7 +159,7 @@ def _body_cut(tokenizer, body: str, keep: int, min_head: int) -> str:
 
 
 def encode_record(tokenizer, system: str, parts: prompts.PromptParts, answer_ids: list[int], max_length: int,
-                  min_body_tokens: int, prompt_ids: list[int] | None = None) -> Encoded | None:
+                  min_body_tokens: int, first: tuple[str, list[int]] | None = None) -> Encoded | None:
     """Tokens of prompt + answer within ``max_length``; shortens few-shots, then candidate tails,
     then the middle of the report body. The answer and the report head are never cut; None when
     even that does not fit."""
@@ -172,7 +172,7 @@ def encode_record(tokenizer, system: str, parts: prompts.PromptParts, answer_ids
         user = prompts.build_user(p)
         return user, tokenizer(prompts.render_prompt(tokenizer, system, user), add_special_tokens=False)["input_ids"]
 
-    user, ids = (prompts.build_user(parts), prompt_ids) if prompt_ids is not None else tokens(parts)
+    user, ids = first if first is not None else tokens(parts)  # `first`: this prompt already tokenized
     budget = max_length - len(answer_ids)
     # each round drops as many pieces as their own token counts say are needed, then re-measures
     # the whole prompt (pieces do not add up exactly); every round removes at least one piece
@@ -282,12 +282,21 @@ def build_dataset(recipe: Recipe, tokenizer, cases: Sequence[Case] | None = None
     ``cases`` replaces ``data.sources`` (all ``reviewed``); ``data.retained`` is still read.
     """
     started = time.time()
+    seconds: dict[str, float] = {}
+    lap = [started]
+
+    def clock(stage: str) -> None:
+        now = time.time()
+        seconds[stage] = round(seconds.get(stage, 0.0) + now - lap[0], 3)
+        lap[0] = now
+
     dcfg, rcfg, pcfg = recipe.data, recipe.retrieval, recipe.prompt
     out_dir = Path(dcfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     found = collect_cases(recipe, cases, out_dir)
     if not found.cases:
         raise ValueError("no cases: every source was empty or rejected (see the rejects files)")
+    clock("read")
 
     # duplicates go before splitting so no copy can straddle train and held-out
     texts_all = [retrieval_text(c) for c in found.cases]
@@ -303,16 +312,15 @@ def build_dataset(recipe: Recipe, tokenizer, cases: Sequence[Case] | None = None
     check_disjoint(all_cases, splits)
     train_rows = splits["train"]
     train = [all_cases[i] for i in train_rows]
+    clock("dedup_roles_splits")
 
     # retrieval: every record queries the train split only
-    embed_seconds = 0.0
     vectors = None
     if rcfg.dense:
-        from nyxmed.retrieval.dense import Embedder
+        from nyxmed.retrieval.dense import load_embedder
 
-        t0 = time.time()
-        vectors = Embedder(rcfg.embedding_model).encode(texts, progress=progress)
-        embed_seconds = time.time() - t0
+        vectors = load_embedder(rcfg.embedding_model).encode(texts, progress=progress)
+        clock("embedding")
     fp = Fingerprints.of(all_cases, vectors if vectors is not None else sigs_all[keep])
     reranker = None
     if rcfg.reranker:
@@ -325,6 +333,7 @@ def build_dataset(recipe: Recipe, tokenizer, cases: Sequence[Case] | None = None
     self_rows[train_rows] = np.arange(len(train_rows))
     neigh = search.search(texts, fp, self_rows, dense_queries=vectors, progress=progress)
     cpt_cands, icd_cands = _candidates(recipe, train, neigh)
+    clock("retrieval_leakage_candidates")
 
     # prompts and tokens
     rules = prompts.load_rules(pcfg.rules_file)
@@ -359,10 +368,10 @@ def build_dataset(recipe: Recipe, tokenizer, cases: Sequence[Case] | None = None
             prompt_ids = tokenizer([prompts.render_prompt(tokenizer, system, u) for u in users],
                                    add_special_tokens=False)["input_ids"]
             answer_ids = tokenizer(answers, add_special_tokens=False)["input_ids"]
-            for i, parts, p_ids, a_ids, answer in zip(batch, parts_list, prompt_ids, answer_ids, answers):
+            for i, parts, user, p_ids, a_ids, answer in zip(batch, parts_list, users, prompt_ids, answer_ids, answers):
                 c = all_cases[i]
                 enc = encode_record(tokenizer, system, parts, a_ids + eot, pcfg.max_length, pcfg.min_body_tokens,
-                                    prompt_ids=p_ids)
+                                    first=(user, p_ids))
                 if enc is None:
                     too_long.append(c.id)
                     continue
@@ -385,11 +394,13 @@ def build_dataset(recipe: Recipe, tokenizer, cases: Sequence[Case] | None = None
         lengths[split] = [len(e.input_ids) for e in encoded]
     bar.close()
 
+    clock("prompts_tokenization")
     for split, table in tables.items():
         if table.num_rows == 0:
             raise ValueError(f"split {split!r} is empty after tokenization: {len(too_long)} record(s) do not fit "
                              f"prompt.max_length={pcfg.max_length} (e.g. {too_long[:3]})")
     dataset = _save_dataset(tables, out_dir)
+    clock("save_dataset")
     write_atomic(out_dir / "records.jsonl", "".join(json.dumps(r) + "\n" for r in manifest_rows))
     if dcfg.write_cases:
         from nyxmed.sources import write_cases
@@ -404,6 +415,7 @@ def build_dataset(recipe: Recipe, tokenizer, cases: Sequence[Case] | None = None
         for role, w in zip(dataset[split]["role"], dataset[split]["weight"]):
             by_role_split[role][split] += 1
             weight_sum[split] += w
+    clock("write_cases_manifest")
     n_hits = max(candidate_hits["n"], 1)
     manifest = {
         "name": recipe.name,
@@ -431,7 +443,7 @@ def build_dataset(recipe: Recipe, tokenizer, cases: Sequence[Case] | None = None
                        **{f"by_{s}": truncated[s] for s in TRUNCATION_STAGES}, "too_long_ids": too_long},
         "token_lengths": {s: _percentiles(lengths[s]) for s in SPLITS},
         "candidate_recall": {"cpt_primary": candidate_hits["cpt"] / n_hits, "icd": candidate_hits["icd"] / n_hits},
-        "embedding_seconds": round(embed_seconds, 2),
+        "seconds": seconds,
         "record_index": "records.jsonl",
         "duplicates": dedup.removed if dedup else {},
     }

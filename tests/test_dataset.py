@@ -262,7 +262,7 @@ def test_dense_build_uses_embedding_cosine(tmp_path, tiny_tokenizer, synth_cases
     r.retrieval.dense = True
     result = build_dataset(r, tiny_tokenizer, synth_cases[:40], progress=False)
     assert result.manifest["leakage_measure"] == "cosine" and result.manifest["leakage_threshold"] == 0.97
-    assert result.manifest["embedding_seconds"] > 0
+    assert result.manifest["seconds"]["embedding"] > 0
     assert all(len(_examples(u)) == 2 for u in result.dataset["train"]["user"])
 
 

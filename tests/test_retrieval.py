@@ -50,6 +50,23 @@ def test_bm25_ranks_the_matching_report_first():
     assert (rows == -1).all()  # no shared word: no neighbours at all
 
 
+def test_batched_bm25_equals_bm25s_scores():
+    rnd = random.Random(5)
+    texts = [_report(rnd, rnd.randint(5, 40)) for _ in range(50)]
+    queries = [_report(rnd, 8) for _ in range(6)]
+    index = Bm25Index(texts, query_terms=0)
+    ours = index.scores(queries)
+    tokens = index._tokenizer.tokenize(queries, update_vocab=False, show_progress=False)
+    theirs = np.stack([index._model.get_scores(sorted(set(t))) for t in tokens])
+    assert np.allclose(ours, theirs, atol=1e-5)
+    rows, scores = index.search(queries, 10)
+    assert (np.diff(scores, axis=1) <= 1e-6).all()
+    assert np.allclose(scores, np.sort(theirs, axis=1)[:, ::-1][:, :10], atol=1e-5)
+    # pruned queries keep their rarest terms: a rare word still finds its document first
+    pruned = Bm25Index(texts + ["aneurysm cyst zygomycosis"], query_terms=2)
+    assert pruned.search(["no large mass small cyst zygomycosis"], 3)[0][0, 0] == 50
+
+
 def test_minhash_near_duplicates():
     rnd = random.Random(1)
     base = _report(rnd, 120)
@@ -87,9 +104,9 @@ def test_leakage_layers_block_every_twin(dense):
     texts = [c.report_text for c in pool]
     cfg = RetrievalConfig(dense=dense, n_shots=3, bm25_top=40, dense_top=40)
     if dense:
-        from nyxmed.retrieval.dense import Embedder
+        from nyxmed.retrieval.dense import load_embedder
 
-        emb = Embedder()
+        emb = load_embedder()
         pool_vec, q_vec = emb.encode(texts), emb.encode([q.report_text])
     else:
         pool_vec, q_vec = neardup.signatures(texts), neardup.signatures([q.report_text])

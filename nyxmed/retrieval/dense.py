@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -33,6 +34,12 @@ class Embedder:
         vectors = self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
                                     convert_to_numpy=True, show_progress_bar=progress)
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+@lru_cache(maxsize=2)
+def load_embedder(model_path: str | None = None) -> Embedder:
+    """One loaded model per path and process (loading costs seconds; builds reuse it)."""
+    return Embedder(model_path)
 
 
 class DenseIndex:
