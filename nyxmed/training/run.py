@@ -18,11 +18,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
 from nyxmed import config as cfgmod
 from nyxmed.config import Recipe
+from nyxmed.kernels import apply_liger
+from nyxmed.packing import PackingCollator, check_packing_supported
 from nyxmed.training import artifacts
 from nyxmed.training.batching import PaddedCollator, load_training_splits
 from nyxmed.training.callbacks import (CheckpointCommitCallback, FrozenEpochCallback, RunStatsCallback,
                                        StopRecordingEarlyStopping)
 from nyxmed.training.loss import WeightedLossTrainer
+from nyxmed.zero import deepspeed_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 METRICS_FILE = "training_metrics.json"
@@ -64,7 +67,7 @@ def training_arguments(recipe: Recipe, checkpoint_dir: Path) -> TrainingArgument
     t = recipe.train
     if not 0 <= t.warmup_ratio < 1:
         raise cfgmod.ConfigError(f"train.warmup_ratio: expected a fraction in [0, 1), got {t.warmup_ratio}")
-    deepspeed = resolve_deepspeed(t.deepspeed)
+    deepspeed = deepspeed_config(resolve_deepspeed(t.deepspeed), t)  # train.zero3_* written over the JSON
     accelerator_config = None
     if deepspeed and not torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
         accelerator_config = _cpu_deepspeed_state()
@@ -192,13 +195,18 @@ def train(recipe: Recipe) -> TrainResult:
         raise ValueError(f"model.tokenizer: {recipe.model.tokenizer or recipe.model.base_model} has no pad token")
     train_ds, val_ds = load_training_splits(t.dataset_dir, recipe.prompt.max_length)
     model = load_lora_model(recipe)
+    apply_liger(model, t)
+    if t.packing:
+        check_packing_supported(model)
+    collator = (PackingCollator(tokenizer.pad_token_id, max_tokens=t.packing_max_tokens) if t.packing
+                else PaddedCollator(tokenizer.pad_token_id))
     expected = artifacts.expected_adapter_shapes(model)
 
     early = StopRecordingEarlyStopping(t.early_stopping_patience, t.early_stopping_threshold)
     stats = RunStatsCallback()
     with _env("TENSORBOARD_LOGGING_DIR", str(out / "logs")):
         trainer = WeightedLossTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
-                                      data_collator=PaddedCollator(tokenizer.pad_token_id),
+                                      data_collator=collator,
                                       processing_class=tokenizer, callbacks=[early, stats])
         trainer.add_callback(CheckpointCommitCallback(trainer))
         trainer.add_callback(FrozenEpochCallback(trainer, out / "frozen", expected))
