@@ -244,3 +244,34 @@ def test_trainer_packed_run_equals_padded_run(tiny_tokenizer, tiny_base_dir, tmp
     assert any(w.abs().sum() > 0 for k, w in pad_w.items() if "lora_B" in k)
     for k in pad_w:
         torch.testing.assert_close(pk_w[k], pad_w[k], rtol=1e-4, atol=1e-6, msg=k)
+
+
+@pytest.mark.slow
+def test_zero3_packed_run_equals_padded_run(tiny_tokenizer, tiny_base_dir, tmp_path):
+    """Under `deepspeed --num_gpus 2` (ZeRO-3, gloo) with train.zero3_* overrides: a packed step of
+    2 examples per rank gives the losses and adapter of micro-batch 1 x grad-accum 2."""
+    from safetensors.torch import load_file
+    from test_training import _finish, _launch
+    from training_data import build_dataset
+
+    data = build_dataset(tiny_tokenizer, tmp_path / "data")
+    runs = {}
+    for name, extra in (("padded", ["train.micro_batch_size=1", "train.gradient_accumulation_steps=2"]),
+                        ("packed", ["train.packing=true", "train.micro_batch_size=2",
+                                    "train.gradient_accumulation_steps=1",
+                                    "train.zero3_param_persistence_threshold=2000000"])):
+        out = tmp_path / name
+        log = tmp_path / f"{name}.log"
+        _finish(_launch([f"model.base_model={tiny_base_dir}", f"train.dataset_dir={data}", f"train.output_dir={out}",
+                         "lora.dropout=0.0", "train.deepspeed=ds_configs/zero3.json", "train.max_steps=3",
+                         "train.eval_steps=3", "train.save_steps=3", *extra], log, ranks=2), log)
+        metrics = json.loads((out / "training_metrics.json").read_text())
+        runs[name] = ([p["loss"] for p in metrics["train_loss_curve"]], metrics["final_eval_loss"],
+                      load_file(str(out / "adapter_model.safetensors")), metrics["world_size"])
+    (pad_losses, pad_eval, pad_w, pad_ws), (pk_losses, pk_eval, pk_w, pk_ws) = runs["padded"], runs["packed"]
+    assert pad_ws == pk_ws == 2 and len(pad_losses) == 3
+    assert pk_losses == pytest.approx(pad_losses, rel=1e-5) and pk_eval == pytest.approx(pad_eval, rel=1e-5)
+    persistence = json.loads((tmp_path / "packed" / "deepspeed_config.json").read_text())
+    assert persistence["zero_optimization"]["stage3_param_persistence_threshold"] == 2000000
+    for k in pad_w:
+        torch.testing.assert_close(pk_w[k], pad_w[k], rtol=1e-4, atol=1e-6, msg=k)
