@@ -133,7 +133,7 @@ class TrainConfig:
     # kernels, and ZeRO-3 knobs written over the DeepSpeed JSON (null = keep the JSON's value).
     packing: bool = False
     packing_max_tokens: int | None = None  # None = the whole micro-batch in one row
-    use_liger: bool = False  # Liger Kernel fused RMSNorm/SwiGLU/RoPE/linear-cross-entropy (GPU)
+    use_liger: bool = False  # Liger Kernel fused RMSNorm/SwiGLU/RoPE (GPU; nyxmed.kernels)
     zero3_prefetch_bucket_size: int | None = None
     zero3_max_live_parameters: int | None = None
     zero3_max_reuse_distance: int | None = None
