@@ -76,9 +76,8 @@ def run_mode(args: argparse.Namespace) -> dict:
         s.backward()
         return s.detach(), w
 
-    step(batches[-1])  # warm-up
+    step(batches[-1])  # warm-up (peak RSS is the whole process's: model, data and the largest step)
     model.zero_grad()
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     total, count = torch.zeros(()), torch.zeros(())
     for b in batches:
@@ -88,7 +87,6 @@ def run_mode(args: argparse.Namespace) -> dict:
     tokens = sum(len(f["input_ids"]) for f in feats)
     return {"mode": args.mode, "micro_batches": len(batches), "tokens": tokens, "wall_s": round(wall, 3),
             "tokens_per_s": round(tokens / wall, 1),
-            "peak_rss_growth_mb": round((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024, 1),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "weighted_loss": (total / count).item()}
 
