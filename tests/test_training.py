@@ -27,10 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 DEEPSPEED = Path(sys.executable).parent / "deepspeed"
 # One thread per rank: two ranks that each spin OpenMP threads on a 2-core machine run 10x slower.
 RUN_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-# Early-stopping scenario: validation answers contradict the training mapping and the LR is high,
-# so the eval loss falls while the shared format is learnt, then rises as the mapping is fitted.
-EARLY_STOP = ["train.learning_rate=1e-2", "train.eval_steps=2", "train.save_steps=2",
-              "train.early_stopping_patience=2", "train.epochs=4"]
+# Early-stopping scenario: validation answers are random letters (see training_data.build_dataset)
+# and the LR is high, so the eval loss falls for a few steps (end of turn, generic tokens) and then
+# rises as the code lines are fitted; patience 2 stops the run long before its 8 epochs (32 steps).
+EARLY_STOP = ["train.learning_rate=5e-2", "train.eval_steps=2", "train.save_steps=2",
+              "train.early_stopping_patience=2", "train.epochs=8"]
 
 
 # ----------------------------------------------------------------------------- fixtures and helpers
@@ -40,8 +41,8 @@ def data_dir(tmp_path_factory, tiny_tokenizer) -> Path:
 
 
 @pytest.fixture(scope="module")
-def conflicting_data_dir(tmp_path_factory, tiny_tokenizer) -> Path:
-    return build_dataset(tiny_tokenizer, tmp_path_factory.mktemp("data_conf"), conflicting_validation=True)
+def unrelated_data_dir(tmp_path_factory, tiny_tokenizer) -> Path:
+    return build_dataset(tiny_tokenizer, tmp_path_factory.mktemp("data_unrelated"), unrelated_validation=True)
 
 
 def _overrides(base_dir: Path, data: Path, out: Path, *extra: str) -> list[str]:
@@ -264,7 +265,7 @@ def test_single_process_run_without_deepspeed(tiny_base_dir, data_dir, tmp_path)
 
 
 @pytest.mark.slow
-def test_deepspeed_zero3_early_stopping_kill_and_resume(tiny_base_dir, conflicting_data_dir, tmp_path):
+def test_deepspeed_zero3_early_stopping_kill_and_resume(tiny_base_dir, unrelated_data_dir, tmp_path):
     """(a) + (b) on 2 CPU ranks under `deepspeed --num_gpus 2` (gloo) with ZeRO-3.
 
     A full run stops early and saves the best step's adapter, which reproduces the eval loss on a
@@ -276,14 +277,14 @@ def test_deepspeed_zero3_early_stopping_kill_and_resume(tiny_base_dir, conflicti
     full = tmp_path / "full"
     cut = tmp_path / "cut"
     logs = {name: tmp_path / f"{name}.log" for name in ("full", "cut", "resume")}
-    _finish(_launch(_overrides(tiny_base_dir, conflicting_data_dir, full, ds, *EARLY_STOP), logs["full"], 2),
+    _finish(_launch(_overrides(tiny_base_dir, unrelated_data_dir, full, ds, *EARLY_STOP), logs["full"], 2),
             logs["full"])
 
     metrics = _check_finished_folder(full, lora_r=8)
     assert metrics["world_size"] == 2 and metrics["effective_batch_size"] == 4
     curve = metrics["eval_loss_curve"]
     assert metrics["stop_reason"] == "early_stopping", curve
-    assert metrics["global_step"] < 16  # 4 epochs x 4 steps would be the full run
+    assert metrics["global_step"] < 32  # 8 epochs x 4 steps would be the full run
     best = min(curve, key=lambda p: p["eval_loss"])
     assert metrics["best_step"] == best["step"] < metrics["global_step"]
     assert all(p["eval_loss"] >= best["eval_loss"] for p in curve if p["step"] > best["step"])
@@ -293,13 +294,13 @@ def test_deepspeed_zero3_early_stopping_kill_and_resume(tiny_base_dir, conflicti
     assert not _same(saved, _adapter(full / "checkpoints" / f"checkpoint-{metrics['global_step']}"), atol=1e-6)
     # Loaded onto a fresh base it reproduces the trained model's eval loss at the best step.
     reloaded = _base_and_adapter(tiny_base_dir, full)
-    assert _eval_loss(reloaded, conflicting_data_dir, ranks=2) == pytest.approx(best["eval_loss"], rel=1e-5)
+    assert _eval_loss(reloaded, unrelated_data_dir, ranks=2) == pytest.approx(best["eval_loss"], rel=1e-5)
     assert metrics["final_eval_loss"] == pytest.approx(best["eval_loss"], rel=1e-5)
     assert (full / "deepspeed_config.json").is_file()
     assert json.loads((full / "deepspeed_config.json").read_text())["zero_optimization"]["stage"] == 3
 
     # (b) the same recipe, killed (SIGKILL to the whole process group) once a checkpoint is committed.
-    overrides = _overrides(tiny_base_dir, conflicting_data_dir, cut, ds, *EARLY_STOP)
+    overrides = _overrides(tiny_base_dir, unrelated_data_dir, cut, ds, *EARLY_STOP)
     proc = _launch(overrides, logs["cut"], 2)
     marker = cut / "checkpoints" / "checkpoint-2" / artifacts.COMPLETE
     deadline = time.monotonic() + 600

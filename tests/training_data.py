@@ -7,6 +7,8 @@ tokens and the final <|eot_id|>, as in the built dataset.
 from __future__ import annotations
 
 import json
+import random
+import string
 from pathlib import Path
 
 from datasets import Dataset, DatasetDict
@@ -44,18 +46,21 @@ def rows(tokenizer, pairs: list[tuple[str, str]], prefix: str, weights: list[flo
 
 
 def build_dataset(tokenizer, out_dir: str | Path, n_train: int = 16, n_val: int = 4,
-                  conflicting_validation: bool = False) -> Path:
+                  unrelated_validation: bool = False) -> Path:
     """Save ``<out_dir>/dataset`` (train/validation/heldout) and ``<out_dir>/manifest.json``; returns the dataset path.
 
-    ``conflicting_validation`` gives the validation prompts prose answers instead of code lines,
-    so fitting the training split makes the eval loss rise (early stopping must fire).
+    ``unrelated_validation`` gives the validation prompts random lowercase letter strings as
+    answers: once training fits the code lines it moves probability away from them, so with a
+    high learning rate the eval loss turns upwards after a few steps and early stopping fires.
     """
     pairs = [(f"{EXAMS[i % len(EXAMS)]} reason {REASONS[i % len(REASONS)]}", CODES[i % len(CODES)])
              for i in range(n_train + n_val)]
     train = pairs[:n_train]
     val = pairs[n_train:]
-    if conflicting_validation:
-        val = [(user, f"{REASONS[k % len(REASONS)]} reason for exam findings") for k, (user, _) in enumerate(val)]
+    if unrelated_validation:
+        rng = random.Random(0)
+        val = [(user, " ".join("".join(rng.choice(string.ascii_lowercase) for _ in range(5)) for _ in range(3)))
+               for user, _ in val]
     weights = [3.0 if k % 5 == 0 else 1.0 for k in range(n_train)]
     data = DatasetDict({"train": Dataset.from_dict(rows(tokenizer, train, "train", weights)),
                         "validation": Dataset.from_dict(rows(tokenizer, val, "val")),

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments, set_seed
 
 from nyxmed import config as cfgmod
 from nyxmed.config import Recipe
@@ -194,6 +194,7 @@ def train(recipe: Recipe) -> TrainResult:
     if tokenizer.pad_token_id is None:
         raise ValueError(f"model.tokenizer: {recipe.model.tokenizer or recipe.model.base_model} has no pad token")
     train_ds, val_ds = load_training_splits(t.dataset_dir, recipe.prompt.max_length)
+    set_seed(t.seed)  # the LoRA A matrices are drawn here, before the Trainer seeds: same seed, same run
     model = load_lora_model(recipe)
     apply_liger(model, t)
     if t.packing:
@@ -218,6 +219,8 @@ def train(recipe: Recipe) -> TrainResult:
         final_eval = trainer.evaluate(metric_key_prefix="final_eval")
 
     state = trainer.state
+    # On resume the Trainer replaces stateful callbacks with copies restored from the checkpoint.
+    early = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, StopRecordingEarlyStopping))
     if early.stopped:
         stop_reason = "early_stopping"
     elif args.max_steps > 0 and state.global_step >= args.max_steps:
