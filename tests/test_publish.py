@@ -39,6 +39,8 @@ def release_inputs(tmp_path, trained_adapter_dir):
     """A trained adapter plus evaluation and data files, with record text planted all around them."""
     src = Path(shutil.copytree(trained_adapter_dir, tmp_path / "train"))
     (src / "samples.jsonl").write_text(json.dumps({"id": "r1", "report_text": PLANT}) + "\n")
+    (src / "checkpoint-10").mkdir()
+    (src / "checkpoint-10" / "trainer_state.json").write_text(json.dumps({"last_batch_text": PLANT}))
     tm = json.loads((src / "training_metrics.json").read_text())
     tm["log_history"] = [{"step": 10, "eval_loss": 1.9, "sample_prediction": PLANT}]
     (src / "training_metrics.json").write_text(json.dumps(tm))
@@ -119,7 +121,7 @@ def test_publish_uploads_tags_and_card_without_record_text_or_secrets(hub, relea
         assert TOKEN not in text
     printed = json.loads(out.out)
     assert [p["action"] for p in printed] == [f"registered {v} in hub:{REPO}" for v in ("v1-epoch1", "v1-epoch2", "v1")]
-    assert "samples.jsonl" in printed[-1]["skipped"]
+    assert printed[-1]["skipped"] == ["checkpoint-10/", "samples.jsonl"]
 
 
 def test_dry_run_writes_the_folder_and_touches_nothing(hub, release_inputs, tmp_path, capsys):

@@ -146,9 +146,13 @@ def _copy_allowed(src: Path, dst: Path, kind: str) -> list[str]:
         rel = p.relative_to(src).as_posix()
         if p.is_dir() or rel == RELEASE_FILE or rel == "README.md":
             continue
-        if "/" in rel or not any(fnmatch.fnmatch(rel, pat) for pat in patterns):
-            if not rel.startswith("frozen/"):
-                skipped.append(rel)
+        if "/" in rel:  # sub-folders (checkpoints, logs) are skipped whole; frozen/ ones are their own versions
+            top = rel.split("/", 1)[0] + "/"
+            if top != "frozen/" and top not in skipped:
+                skipped.append(top)
+            continue
+        if not any(fnmatch.fnmatch(rel, pat) for pat in patterns):
+            skipped.append(rel)
             continue
         if rel in NUMERIC_JSON:
             write_atomic(dst / rel, json.dumps(numbers_only(json.loads(p.read_text())), indent=2) + "\n")
