@@ -450,6 +450,30 @@ def _build_data(args) -> int:
 COMMANDS += [_add_build_data]
 
 
+# ----------------------------------------------------------------------------- demo
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="the main job end to end on the embedded synthetic data (docs/quickstart.md)")
+    p.add_argument("--config", help="YAML of DemoConfig fields (defaults: nyxmed.config.DemoConfig)")
+    p.add_argument("--out", help="output folder (demo out_dir)")
+    p.add_argument("overrides", nargs="*",
+                   help="key=value DemoConfig overrides (cases=1000 ranks=0); dotted keys go to the recipe (train.epochs=2)")
+    p.set_defaults(func=_demo)
+
+
+def _demo(args) -> int:
+    from nyxmed.config import DemoConfig, load
+    from nyxmed.demo import run_demo
+
+    own = [o for o in args.overrides if "." not in o.partition("=")[0]] + ([f"out_dir={args.out}"] if args.out else [])
+    cfg = load(DemoConfig, args.config, own)
+    cfg.overrides += [o for o in args.overrides if "." in o.partition("=")[0]]
+    summary = run_demo(cfg)
+    return 0 if summary["floors_met"] else 3
+
+
+COMMANDS += [_add_demo]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nyxmed", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)

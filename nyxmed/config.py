@@ -71,6 +71,7 @@ class RetrievalConfig:
     leak_jaccard: float = 0.85  # MinHash char-shingle Jaccard for the same check when dense is off
     batch_size: int = 2048  # queries per vectorized retrieval batch
     bm25_query_terms: int = 32  # a query keeps its rarest terms only (0 = all): speed on long reports
+    bm25_threads: int = 0  # BM25 retrieval threads (bm25s n_threads; 0 = all cores)
 
 
 @dataclass
@@ -166,6 +167,32 @@ class EvalConfig:
     cpt_table: str | None = None  # licensed CPT CSV: strict CPT validity in invalid_code_rate
     bootstrap: int = 1000
     seed: int = 17
+
+
+@dataclass
+class DemoConfig:
+    """`nyxmed demo`: the main job on the embedded synthetic data, at a size a 2-core CPU runs in minutes."""
+
+    recipe: str = "configs/demo.yaml"  # data/retrieval/prompt/lora/train sections of the run
+    out_dir: str = "out/demo"
+    cases: int = 3000
+    seed: int = 17
+    vocab_size: int = 4096  # the locally built Llama-3-style tokenizer
+    tokenizer_texts: int = 1000  # reports the tokenizer is trained on
+    hidden_size: int = 128
+    layers: int = 4
+    heads: int = 4
+    kv_heads: int = 2
+    intermediate_size: int = 384
+    pretrain_steps: int = 300  # full pre-training of the base on report text ("the previous version")
+    pretrain_batch: int = 8
+    pretrain_seq: int = 256
+    pretrain_lr: float = 3e-3
+    benchmark_n: int = 200
+    ranks: int = 2  # DeepSpeed ZeRO-3 processes (gloo on CPU); 0 = one process without DeepSpeed
+    eval_batch_size: int = 16
+    version: str = "v1"
+    overrides: list[str] = field(default_factory=list)  # extra key=value for the recipe
 
 
 @dataclass

@@ -97,3 +97,38 @@ def build_tiny_base(corpus: Iterable[str], out_dir: str | Path, vocab_size: int 
     """Tokenizer + random tiny Llama saved to ``out_dir``: a local stand-in for a base model path."""
     tokenizer = build_tokenizer(corpus, vocab_size=vocab_size)
     return save_base(build_tiny_model(tokenizer, seed=seed, **sizes), tokenizer, out_dir)
+
+
+def pretrain(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, texts: list[str], steps: int,
+             batch_size: int = 8, seq_len: int = 256, lr: float = 3e-3, seed: int = 0,
+             progress: bool = True) -> list[float]:
+    """Full-parameter language-model training on ``texts`` (nanoGPT-style loop); returns the losses.
+
+    Gives a tiny random base the vocabulary of the reports, standing in for a previous version.
+    """
+    from tqdm.auto import tqdm
+
+    gen = torch.Generator().manual_seed(seed)
+    encoded = [ids[:seq_len] for ids in tokenizer(texts, add_special_tokens=True)["input_ids"] if len(ids) > 1]
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.1)
+    model.train()
+    losses: list[float] = []
+    for _ in tqdm(range(steps), desc="pre-train base", disable=not progress):
+        pick = torch.randint(len(encoded), (batch_size,), generator=gen).tolist()
+        width = max(len(encoded[i]) for i in pick)
+        ids = torch.full((batch_size, width), tokenizer.pad_token_id)
+        labels = torch.full((batch_size, width), -100)
+        for row, i in enumerate(pick):
+            seq = torch.tensor(encoded[i])
+            ids[row, : len(seq)] = seq
+            labels[row, : len(seq)] = seq
+        loss = model(input_ids=ids, attention_mask=(labels != -100).long(), labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    model.eval()
+    return losses

@@ -1,0 +1,252 @@
+"""The main job end to end on the embedded synthetic data (``make demo`` / ``nyxmed demo``).
+
+Synthetic cases -> validation -> tiny Llama-3 base (pre-trained on the reports) -> dataset with
+retrieval and leakage defense -> LoRA training under DeepSpeed ZeRO-3 (``train.py``) -> evaluation
+of base and adapter on a fixed benchmark -> merge with verification -> register and promote.
+Every artifact lands under one folder. Each step is the production code path at toy size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from nyxmed import config as cfgmod
+from nyxmed.config import DemoConfig, EvalConfig
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+FLOORS = {"cpt_exact": 0.6, "icd_root_overlap": 0.5}  # what the trained adapter must reach (issue 7)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _recipe_path(cfg: DemoConfig) -> Path:
+    path = Path(cfg.recipe)
+    return path if path.is_file() else PROJECT_ROOT / cfg.recipe
+
+
+def train_command(cfg: DemoConfig, recipe: Path, overrides: list[str]) -> list[str]:
+    """``train.py`` under the DeepSpeed launcher (``ranks`` CPU processes), or plain Python for 0 ranks."""
+    script = PROJECT_ROOT / "train.py"
+    target = [str(script)] if script.is_file() else ["--module", "nyxmed", "train"]
+    args = ["--config", str(recipe), *overrides]
+    if cfg.ranks <= 0:
+        return [sys.executable, *(target if script.is_file() else ["-m", "nyxmed", "train"]), *args,
+                "train.deepspeed=null"]
+    launcher = Path(sys.executable).parent / "deepspeed"
+    return [str(launcher), "--num_gpus", str(cfg.ranks), "--master_port", str(_free_port()), *target, *args]
+
+
+class Demo:
+    """Runs the steps in order, printing tables, and records every artifact's path."""
+
+    def __init__(self, cfg: DemoConfig, console: Console | None = None):
+        self.cfg = cfg
+        self.out = Path(cfg.out_dir).resolve()
+        self.console = console or Console()
+        self.artifacts: dict[str, Path] = {}
+        self.timings: dict[str, float] = {}
+        self.recipe_path = _recipe_path(cfg)
+        self.recipe = cfgmod.load_recipe(self.recipe_path, self._recipe_overrides())
+
+    def _recipe_overrides(self) -> list[str]:
+        return [f"data.out_dir={self.out / 'data'}", f"model.base_model={self.out / 'base'}",
+                f"train.output_dir={self.out / 'adapter'}", f"train.dataset_dir={self.out / 'data' / 'dataset'}",
+                f"data.seed={self.cfg.seed}", *self.cfg.overrides]
+
+    def step(self, title: str):
+        self.console.rule(f"[bold]{title}")
+        return _Timer(self.timings, title)
+
+    # ------------------------------------------------------------------ steps
+    def cases(self):
+        from nyxmed.sources import read_cases, write_cases
+        from nyxmed.synth import generate_cases
+
+        with self.step("1. synthetic radiology cases"):
+            path = self.out / "cases.jsonl"
+            write_cases(generate_cases(self.cfg.cases, self.cfg.seed), path)
+            result = read_cases(path, rejects_path=self.out / "cases.rejects.jsonl", progress=False)
+            table = Table("read", "accepted", "rejected", title=str(path))
+            table.add_row(str(result.counts["read"]), str(result.counts["accepted"]), str(result.counts["rejected"]))
+            self.console.print(table)
+            self.artifacts["cases"] = path
+            return result.cases
+
+    def base(self, cases) -> None:
+        from nyxmed.dataset import retrieval_text
+        from nyxmed.tiny import build_tiny_model, build_tokenizer, pretrain, save_base
+
+        with self.step("2. tiny Llama-3 base: local tokenizer, pre-training on the reports"):
+            c = self.cfg
+            texts = [retrieval_text(case) for case in cases]
+            tokenizer = build_tokenizer(texts[: c.tokenizer_texts] + [case.codes.render() for case in cases],
+                                        vocab_size=c.vocab_size)
+            model = build_tiny_model(tokenizer, seed=c.seed, hidden_size=c.hidden_size, layers=c.layers,
+                                     heads=c.heads, kv_heads=c.kv_heads, intermediate_size=c.intermediate_size)
+            losses = pretrain(model, tokenizer, texts, c.pretrain_steps, c.pretrain_batch, c.pretrain_seq,
+                              c.pretrain_lr, seed=c.seed)
+            save_base(model, tokenizer, self.out / "base")
+            n_params = sum(p.numel() for p in model.parameters())
+            self.console.print(f"base: {n_params:,} parameters, vocab {len(tokenizer)}, "
+                               f"LM loss {losses[0]:.2f} -> {sum(losses[-20:]) / min(20, len(losses)):.2f}")
+            self.artifacts["base model"] = self.out / "base"
+            self.tokenizer = tokenizer
+
+    def dataset(self, cases) -> None:
+        from nyxmed.dataset import build_dataset, composition_table
+
+        with self.step("3. dataset: retrieval, candidates, leakage defense, splits"):
+            result = build_dataset(self.recipe, self.tokenizer, cases=cases)
+            self.console.print(composition_table(result.manifest))
+            blocked = result.manifest.get("leakage", {}).get("blocked", result.manifest.get("blocked", {}))
+            if blocked:
+                self.console.print(f"few-shot candidates blocked by the leakage defense: {blocked}")
+            self.artifacts["dataset"] = self.out / "data"
+
+    def train(self) -> None:
+        with self.step(f"4. LoRA training: train.py, DeepSpeed ZeRO-3 on {self.cfg.ranks} CPU processes"):
+            cmd = train_command(self.cfg, self.recipe_path, self._recipe_overrides())
+            self.console.print(" ".join(cmd), style="dim")
+            env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+            log_path = self.out / "train.log"
+            with open(log_path, "w") as log:
+                proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT)
+            if proc.returncode != 0:
+                tail = log_path.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"training failed (exit {proc.returncode}); log {log_path}:\n{tail}")
+            tm = json.loads((self.out / "adapter" / "training_metrics.json").read_text())
+            table = Table("step", "eval loss", title="eval-loss curve (validation slice)")
+            for point in tm["eval_loss_curve"]:
+                table.add_row(str(point["step"]), f"{point['eval_loss']:.4f}")
+            self.console.print(table)
+            self.console.print(f"stop: {tm['stop_reason']}, best step {tm['best_step']} "
+                               f"(eval loss {tm['best_eval_loss']:.4f}), {tm['tokens_seen']:,} tokens")
+            self.artifacts["adapter"] = self.out / "adapter"
+            self.artifacts["training log"] = log_path
+
+    def evaluate(self) -> dict[str, Any]:
+        from nyxmed import evaluation
+
+        with self.step("5. evaluation: untrained base vs trained adapter on a fixed benchmark"):
+            bench = self.out / "bench.json"
+            evaluation.create_benchmark(self.out / "data", bench, pool="heldout", n=self.cfg.benchmark_n,
+                                        seed=self.cfg.seed)
+            runs = {}
+            for name, adapter in (("base", None), ("adapter", self.out / "adapter")):
+                cfg = replace(EvalConfig(), model=str(self.out / "base"), adapter=str(adapter) if adapter else None,
+                              data=str(self.out / "data"), benchmark=str(bench), out_dir=str(self.out / f"eval_{name}"),
+                              batch_size=self.cfg.eval_batch_size, device="cpu",
+                              training_metrics=str(self.out / "adapter" / "training_metrics.json") if adapter else None)
+                evaluation.run(cfg)
+                runs[name] = Path(cfg.out_dir)
+                self.artifacts[f"evaluation ({name})"] = Path(cfg.out_dir)
+            comparison = evaluation.compare_runs(runs["base"], runs["adapter"])
+            compare_dir = evaluation.write_comparison(comparison, self.out / "compare", labels=("base", "adapter"))
+            self.artifacts["comparison"] = compare_dir
+            self.artifacts["benchmark"] = bench
+            self.console.print(_comparison_table(comparison))
+            after = json.loads((runs["adapter"] / "metrics.json").read_text())
+            for metric, floor in FLOORS.items():
+                ok = after[metric] >= floor
+                self.console.print(f"{metric} = {after[metric]:.3f} (floor {floor}): "
+                                   + ("[green]met" if ok else "[red]NOT met"))
+            return after
+
+    def merge_and_release(self) -> None:
+        from nyxmed.merge import merge_adapter
+        from nyxmed.releases import LocalRegistry
+        from nyxmed.releases.publish import CardInputs, publish
+
+        with self.step("6. merge (verified equal to base + adapter), register and promote"):
+            manifest = merge_adapter(str(self.out / "base"), self.out / "adapter", self.out / "merged",
+                                     dtype="float32", overwrite=True)
+            self.console.print(f"merged: verification {manifest.get('verification', {})}")
+            self.artifacts["merged model"] = self.out / "merged"
+            registry = LocalRegistry(self.out / "registry")
+            inputs = CardInputs(metrics=str(self.out / "eval_adapter" / "metrics.json"),
+                                compare=str(self.out / "compare" / "comparison.json"), previous="untrained base",
+                                dataset_manifest=str(self.out / "data" / "manifest.json"))
+            staged = publish(self.out / "adapter", self.cfg.version, registry, self.out / "staging", inputs=inputs)
+            registry.promote(self.cfg.version)
+            table = Table("version", "kind", "production", title=f"release registry {registry.root}")
+            for rel in registry.versions():
+                name = rel.get("version")
+                table.add_row(name, rel.get("kind", ""), "yes" if name == registry.production() else "")
+            self.console.print(table)
+            self.console.print(f"rollback in one command: nyxmed releases --registry {registry.root} rollback")
+            self.artifacts["release registry"] = self.out / "registry"
+            self.artifacts["model card"] = staged[-1].folder / "README.md"
+
+    def run(self) -> dict[str, Any]:
+        started = time.time()
+        if self.out.exists():
+            shutil.rmtree(self.out)
+        self.out.mkdir(parents=True)
+        cases = self.cases()
+        self.base(cases)
+        self.dataset(cases)
+        self.train()
+        metrics = self.evaluate()
+        self.merge_and_release()
+        self.console.rule("[bold]7. artifacts")
+        table = Table("artifact", "path", "step seconds")
+        for name, path in self.artifacts.items():
+            table.add_row(name, str(path), "")
+        for title, secs in self.timings.items():
+            table.add_row(f"[dim]{title}", "", f"{secs:.0f}")
+        total = time.time() - started
+        table.add_row("[bold]total", "", f"{total:.0f}")
+        self.console.print(table)
+        summary = {"seconds": total, "timings": self.timings, "metrics": {k: metrics[k] for k in FLOORS},
+                   "floors_met": all(metrics[k] >= v for k, v in FLOORS.items()),
+                   "artifacts": {k: str(v) for k, v in self.artifacts.items()}}
+        cfgmod.write_atomic(self.out / "demo_summary.json", json.dumps(summary, indent=2))
+        return summary
+
+
+class _Timer:
+    def __init__(self, sink: dict[str, float], title: str):
+        self.sink, self.title = sink, title
+
+    def __enter__(self):
+        self.t0 = time.time()
+        return self
+
+    def __exit__(self, *exc):
+        self.sink[self.title] = time.time() - self.t0
+        return False
+
+
+def _comparison_table(comparison: dict[str, Any]) -> Table:
+    table = Table("metric", "before (base)", "after (adapter)", "difference", "95% CI of difference",
+                  title="untrained base vs trained adapter")
+    for name, row in comparison["metrics"].items():
+        lo, hi = row["diff_ci95"]
+        table.add_row(name, _fmt(row["a"]), _fmt(row["b"]), _fmt(row["diff"]),
+                      "" if lo is None else f"[{lo:+.3f}, {hi:+.3f}]")
+    return table
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, (int, float)) else ("" if v is None else str(v))
+
+
+def run_demo(cfg: DemoConfig) -> dict[str, Any]:
+    """Run the whole demo; returns timings, the floor metrics and artifact paths."""
+    return Demo(cfg).run()
