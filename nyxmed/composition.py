@@ -96,8 +96,10 @@ def load_previous_training(path: str | Path) -> tuple[set[str], set[str]]:
                 continue
             if "id" not in row and "content_hash" not in row:
                 raise ValueError(f"{path}:{lineno}: row has neither 'id' nor 'content_hash'")
-            ids.add(str(row["id"])) if row.get("id") is not None else None
-            hashes.add(row["content_hash"]) if row.get("content_hash") else None
+            if row.get("id") is not None:
+                ids.add(str(row["id"]))
+            if row.get("content_hash"):
+                hashes.add(row["content_hash"])
     return ids, hashes
 
 

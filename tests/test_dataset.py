@@ -6,7 +6,6 @@ import dataclasses
 import json
 import re
 
-import numpy as np
 import pytest
 
 from nyxmed import prompts

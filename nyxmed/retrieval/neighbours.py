@@ -33,7 +33,7 @@ class NeighbourSearch:
         self.cfg = cfg
         self.pool_texts = list(pool_texts)
         self.pool_fp = pool_fp
-        self.bm25 = Bm25Index(self.pool_texts, query_terms=cfg.bm25_query_terms)
+        self.bm25 = Bm25Index(self.pool_texts, query_terms=cfg.bm25_query_terms, threads=cfg.bm25_threads)
         self.dense = DenseIndex(pool_vectors) if cfg.dense and pool_vectors is not None and len(pool_vectors) else None
         if cfg.dense and self.dense is None and len(self.pool_texts):
             raise ValueError("retrieval.dense is on but no pool embeddings were given")
