@@ -8,6 +8,7 @@ field's type. Unknown keys are errors that name the key.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import functools
 import os
 import tempfile
@@ -340,6 +341,15 @@ def _file_mode() -> int:
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
+    """Hex sha256 of one file, streamed (artifact checksums everywhere use this)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:

@@ -27,7 +27,7 @@ from nyxmed.cases import Case
 from nyxmed.codes import cpt as cpt_codes
 from nyxmed.composition import (ROLES, SPLITS, assign_role, check_disjoint, load_previous_training,
                                 remove_duplicates, role_weight, split_by_group)
-from nyxmed.config import Recipe, to_dict, write_atomic
+from nyxmed.config import Recipe, sha256_file, to_dict, write_atomic
 from nyxmed.retrieval import neardup
 from nyxmed.retrieval.candidates import CodeIncidence, widen
 from nyxmed.retrieval.leakage import LAYERS, Fingerprints
@@ -62,18 +62,10 @@ class BuildResult:
 
 
 # ----------------------------------------------------------------------------- inputs
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _source_entry(spec: str, role: str, counts: dict[str, Any]) -> dict[str, Any]:
     entry = {"source": spec, "role": role, **{k: counts[k] for k in ("read", "accepted", "rejected") if k in counts}}
     if Path(spec).is_file():
-        entry["sha256"] = file_sha256(spec)
+        entry["sha256"] = sha256_file(spec)
     return entry
 
 
@@ -109,7 +101,7 @@ def collect_cases(recipe: Recipe, cases: Sequence[Case] | None, out_dir: Path) -
             found.sources.append(_source_entry(spec, "retained", read.counts))
         if cfg.previous_manifest:
             found.sources.append({"source": cfg.previous_manifest, "role": "previous_manifest",
-                                  "sha256": file_sha256(cfg.previous_manifest)})
+                                  "sha256": sha256_file(cfg.previous_manifest)})
     # one record per id: the first source wins (reviewed before retained)
     seen: set[str] = set()
     keep = []

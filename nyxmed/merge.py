@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from nyxmed.config import write_atomic
+from nyxmed.config import sha256_file, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +81,6 @@ class Verification:
 
 
 # ----------------------------------------------------------------------------- identities
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
-    """Hex sha256 of one file, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def base_fingerprint(base_dir: str | os.PathLike) -> str:
     """A cheap identity of a local base folder: config.json, and per weight file its name, size,
     safetensors header and the first and last MiB of data (tells Llama-3-70B from -Instruct without

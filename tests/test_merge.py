@@ -10,7 +10,6 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from conftest import make_adapter
 from nyxmed import merge as merge_mod
 from nyxmed.merge import (BaseMismatchError, MergeError, MergeVerificationError, base_fingerprint, check_adapter_base,
                           merge_adapter, resolve_base)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -14,7 +13,7 @@ from typing import Any, Callable
 
 from safetensors import safe_open
 
-from nyxmed.config import write_atomic
+from nyxmed.config import sha256_file, write_atomic
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -26,14 +25,6 @@ _DROP_FROM_EXPORT = ("training_args.bin",)
 
 class AdapterError(RuntimeError):
     """A saved adapter is missing, empty or shaped unlike the trained model (the ZeRO-3 save pitfall)."""
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def checksums(folder: str | Path) -> dict[str, str]:
