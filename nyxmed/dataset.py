@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -32,6 +33,8 @@ from nyxmed.retrieval import neardup
 from nyxmed.retrieval.candidates import CodeIncidence, widen
 from nyxmed.retrieval.leakage import LAYERS, Fingerprints
 from nyxmed.retrieval.neighbours import Neighbours, NeighbourSearch
+
+log = logging.getLogger(__name__)
 
 MODALITY_WORDS = (("mammo", "mammography"), ("mri", "mri"), ("mr ", "mri"), ("ct ", "ct"), ("cta", "ct"),
                   ("ultrasound", "ultrasound"), ("us ", "ultrasound"), ("duplex", "ultrasound"),
@@ -195,7 +198,85 @@ def encode_record(tokenizer, system: str, parts: prompts.PromptParts, answer_ids
         stages.append("body")
     if len(ids) > budget:
         return None
-    return Encoded(user, np.asarray(ids + answer_ids, dtype=np.int32), len(ids), tuple(dict.fromkeys(stages)))
+    return Encoded(user, np.concatenate([np.asarray(ids, np.int32), np.asarray(answer_ids, np.int32)]), len(ids),
+                   tuple(dict.fromkeys(stages)))
+
+
+class PieceEncoder:
+    """Token ids of rendered prompts, built from separately tokenized pieces of the user message;
+    recurring pieces (rules, headings, few-shot examples) are tokenized once.
+
+    Exact, not approximate: every cut is between a newline and ``#`` (``prompts.user_pieces``), and
+    under the byte-level pre-tokenizers in use (Llama-3 and GPT-2 regexes, optionally with
+    ``Digits``) no pre-token spans a newline followed by ``#``, so BPE merges cannot cross a cut. A
+    piece is tokenized with the ``#`` that follows it in the prompt appended and that one token
+    dropped, so the regexes' look-ahead sees what it sees in the whole prompt. The template's
+    special tokens split the rest. ``verify`` compares against whole-prompt tokenization; the
+    builder runs it on its first records and falls back to whole prompts if any differ."""
+
+    SENTINEL = "\x00user\x00"
+
+    def __init__(self, tokenizer, system: str):
+        self.tokenizer = tokenizer
+        self.system = system
+        rendered = prompts.render_prompt(tokenizer, system, self.SENTINEL)
+        self.prefix, self.suffix = rendered.split(self.SENTINEL)
+        self.trims = prompts.render_prompt(tokenizer, system, " x ").startswith(self.prefix + "x")
+        self.hash_ids = self._encode(["#"])[0]
+        self.cache: dict[str, np.ndarray] = {}
+        self.suffix_ids = self._encode([self.suffix])[0]
+
+    def _encode(self, texts: list[str]) -> list[np.ndarray]:
+        out = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return [np.asarray(ids, dtype=np.int32) for ids in out]
+
+    def _encode_followed(self, texts: list[str]) -> list[np.ndarray]:
+        """Ids of each text as it tokenizes when a ``#`` follows it."""
+        n = len(self.hash_ids)
+        out = []
+        for text, ids in zip(texts, self._encode([t + "#" for t in texts])):
+            if n != 1 or ids[-1] != self.hash_ids[0]:
+                raise ValueError(f"tokenizer merges '#' into the preceding text {text[-40:]!r}: pieces are not exact")
+            out.append(ids[:-1])
+        return out
+
+    def encode(self, users_pieces: list[list[tuple[str, bool]]]) -> list[np.ndarray]:
+        """Prompt ids (``render_prompt`` then tokenize) for each user message given as pieces."""
+        if self.trims:  # the template trims the message; the outer pieces carry its ends
+            users_pieces = [[(t.lstrip() if j == 0 else t, r) for j, (t, r) in enumerate(p)] for p in users_pieces]
+            users_pieces = [p[:-1] + [(p[-1][0].rstrip(), p[-1][1])] for p in users_pieces]
+        followed, last = {}, {}
+        for pieces in users_pieces:
+            for j, (text, recurs) in enumerate(pieces):
+                if j == len(pieces) - 1:
+                    last[text] = None
+                elif not (recurs and text in self.cache):
+                    followed[text] = None
+        new_followed = dict(zip(followed, self._encode_followed(list(followed))))
+        new_last = dict(zip(last, self._encode(list(last))))
+        if "prefix" not in self.cache:
+            self.cache["prefix"] = self._encode_followed([self.prefix])[0]
+        out = []
+        for pieces in users_pieces:
+            arrays = [self.cache["prefix"]]
+            for j, (text, recurs) in enumerate(pieces):
+                if j == len(pieces) - 1:
+                    arrays.append(new_last[text])
+                elif recurs and text in self.cache:
+                    arrays.append(self.cache[text])
+                else:
+                    arrays.append(new_followed[text])
+                    if recurs:
+                        self.cache[text] = new_followed[text]
+            arrays.append(self.suffix_ids)
+            out.append(np.concatenate(arrays))
+        return out
+
+    def verify(self, users_pieces: list[list[tuple[str, bool]]]) -> bool:
+        """Whether ``encode`` equals tokenizing the whole rendered prompt for these messages."""
+        users = ["".join(t for t, _ in p) for p in users_pieces]
+        whole = self._encode([prompts.render_prompt(self.tokenizer, self.system, u) for u in users])
+        return all(np.array_equal(a, b) for a, b in zip(self.encode(users_pieces), whole))
 
 
 # ----------------------------------------------------------------------------- assembly
@@ -337,6 +418,7 @@ def build_dataset(recipe: Recipe, tokenizer, cases: Sequence[Case] | None = None
     too_long: list[str] = []
     candidate_hits = Counter()
     chunk = 512
+    piece_encoder, piece_mode = PieceEncoder(tokenizer, system), None
     bar = tqdm(total=len(all_cases), desc="prompts+tokens", unit="case", disable=not progress)
     for split in SPLITS:
         rows_out, encoded = [], []
@@ -356,9 +438,25 @@ def build_dataset(recipe: Recipe, tokenizer, cases: Sequence[Case] | None = None
                 parts_list.append(prompts.PromptParts(tuple(shots), cpt_cands[i], icd_cands[i], rules,
                                                       prompts.report_head(c, explicit), c.report_text))
                 answers.append(prompts.answer_text(c))
-            users = [prompts.build_user(p) for p in parts_list]
-            prompt_ids = tokenizer([prompts.render_prompt(tokenizer, system, u) for u in users],
-                                   add_special_tokens=False)["input_ids"]
+            pieces = [prompts.user_pieces(p) for p in parts_list]
+            users = ["".join(t for t, _ in p) for p in pieces]
+            if piece_mode is None:  # prove the piecewise path on these first records, else whole prompts
+                try:
+                    piece_mode = "pieces" if piece_encoder.verify(pieces[:64]) else "whole"
+                except ValueError:
+                    piece_mode = "whole"
+                if piece_mode == "whole":
+                    log.warning("piecewise tokenization differs from whole prompts for this tokenizer; "
+                                "tokenizing whole prompts (slower)")
+            prompt_ids = None
+            if piece_mode == "pieces":
+                try:
+                    prompt_ids = piece_encoder.encode(pieces)
+                except ValueError as err:  # a piece whose end merges with the next '#': this batch whole
+                    log.warning("%s; tokenizing this batch as whole prompts", err)
+            if prompt_ids is None:
+                prompt_ids = tokenizer([prompts.render_prompt(tokenizer, system, u) for u in users],
+                                       add_special_tokens=False)["input_ids"]
             answer_ids = tokenizer(answers, add_special_tokens=False)["input_ids"]
             for i, parts, user, p_ids, a_ids, answer in zip(batch, parts_list, users, prompt_ids, answer_ids, answers):
                 c = all_cases[i]
@@ -416,6 +514,7 @@ def build_dataset(recipe: Recipe, tokenizer, cases: Sequence[Case] | None = None
         "sources": found.sources,
         "config": {"data": to_dict(dcfg), "retrieval": to_dict(rcfg), "prompt": to_dict(pcfg)},
         "tokenizer": getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__,
+        "tokenization": piece_mode or "whole",  # "pieces": recurring prompt pieces tokenized once
         "rules_sha256": hashlib.sha256(rules.encode()).hexdigest(),
         "counts": {
             "input": len(found.cases) + found.counts["duplicate_ids_removed"],

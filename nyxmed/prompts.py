@@ -89,20 +89,29 @@ class PromptParts:
         return None
 
 
+def user_pieces(parts: PromptParts) -> list[tuple[str, bool]]:
+    """The user message cut where a line starts with ``#`` (section and example headings), each
+    piece with whether it recurs across records (rules, headings, few-shot examples).
+
+    ``"".join`` of the texts is ``build_user(parts)``; the dataset builder tokenizes recurring
+    pieces once (see ``nyxmed.dataset.PieceEncoder``)."""
+    pieces: list[tuple[str, bool]] = []
+    if parts.shots:
+        pieces.append(("## Coded examples of similar reports\n", True))
+        pieces += [(f"### Example {i}\n{s.report}\nCodes: {s.answer}\n\n", True) for i, s in enumerate(parts.shots, 1)]
+    else:
+        pieces.append(("## Coded examples of similar reports\n(none)\n\n", True))
+    pieces.append(("## CPT candidates (most likely first)\n" + (", ".join(parts.cpt) or "(none)") + "\n\n", False))
+    icd = "\n".join(icd_candidate_line(c) for c in parts.icd) or "(none)"
+    pieces.append(("## ICD-10-CM candidates (most likely first)\n" + icd + "\n\n", False))
+    pieces.append((f"## Coding rules\n{parts.rules}\n\n", True))
+    pieces.append((f"## Report to code\n{parts.head}{parts.body}", False))
+    return pieces
+
+
 def build_user(parts: PromptParts) -> str:
     """The user message: examples, CPT candidates, ICD-10-CM candidates, rules, report."""
-    sections = []
-    if parts.shots:
-        examples = "\n\n".join(f"### Example {i}\n{s.report}\nCodes: {s.answer}" for i, s in enumerate(parts.shots, 1))
-        sections.append(f"## Coded examples of similar reports\n{examples}")
-    else:
-        sections.append("## Coded examples of similar reports\n(none)")
-    sections.append("## CPT candidates (most likely first)\n" + (", ".join(parts.cpt) or "(none)"))
-    icd = "\n".join(icd_candidate_line(c) for c in parts.icd) or "(none)"
-    sections.append("## ICD-10-CM candidates (most likely first)\n" + icd)
-    sections.append(f"## Coding rules\n{parts.rules}")
-    sections.append(f"## Report to code\n{parts.head}{parts.body}")
-    return "\n\n".join(sections)
+    return "".join(text for text, _ in user_pieces(parts))
 
 
 def shot_for(case: Case, seed: int, share: float) -> Shot:
