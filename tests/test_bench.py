@@ -1,0 +1,37 @@
+"""bench/train_step.py --compare: both recipes run on the same examples and report comparable JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "train_step.py"
+
+
+def test_train_step_compare_reports_both_modes_with_equal_loss():
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(BENCH), "--compare", "--n", "7", "--max-length", "200",
+                           "--max-tokens", "512", "--threads", "1", "--warmup", "1", "--lora-r", "8"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    for key in ("model_dims", "device", "examples", "packed_rows", "model_flops_per_token", "peak_tflops",
+                "padded", "packed", "tokens_per_s_ratio_packed_over_padded", "loss_rel_diff"):
+        assert key in result, key
+    padded, packed = result["padded"], result["packed"]
+    assert padded["micro_batches"] == result["examples"] == 7
+    assert packed["micro_batches"] == result["packed_rows"] < 7  # several examples per row
+    assert padded["tokens"] == packed["tokens"]  # same data
+    for run in (padded, packed):
+        assert run["tokens_per_s"] > 0 and run["wall_s"] > 0
+        assert run["peak_memory"]["bytes"] > 0
+        assert run["mfu"] is None  # CPU: no peak FLOP/s to divide by
+    assert result["tokens_per_s_ratio_packed_over_padded"] == pytest.approx(
+        packed["tokens_per_s"] / padded["tokens_per_s"])
+    assert packed["weighted_loss"] == pytest.approx(padded["weighted_loss"], rel=1e-5)
+    assert padded["weighted_loss"] > 1.0  # a random model's loss over a 512-token vocabulary, not a zero
