@@ -206,13 +206,14 @@ class PieceEncoder:
     """Token ids of rendered prompts, built from separately tokenized pieces of the user message;
     recurring pieces (rules, headings, few-shot examples) are tokenized once.
 
-    Exact, not approximate: every cut is between a newline and ``#`` (``prompts.user_pieces``), and
-    under the byte-level pre-tokenizers in use (Llama-3 and GPT-2 regexes, optionally with
-    ``Digits``) no pre-token spans a newline followed by ``#``, so BPE merges cannot cross a cut. A
-    piece is tokenized with the ``#`` that follows it in the prompt appended and that one token
-    dropped, so the regexes' look-ahead sees what it sees in the whole prompt. The template's
-    special tokens split the rest. ``verify`` compares against whole-prompt tokenization; the
-    builder runs it on its first records and falls back to whole prompts if any differ."""
+    Exact, not approximate: pieces are only cut where a newline is followed by a non-space
+    character (other joins are re-glued), and under the byte-level pre-tokenizers in use (Llama-3
+    and GPT-2 regexes, optionally with ``Digits``) no pre-token spans such a join, so BPE merges
+    cannot cross a cut. A piece is tokenized with the character that follows it in the prompt
+    appended and that character's tokens dropped (checked), so the regexes' look-ahead sees what it
+    sees in the whole prompt. The template's special tokens split the rest. ``verify`` compares
+    with whole-prompt tokenization; the builder runs it on its first records and falls back to
+    whole prompts if any differ."""
 
     SENTINEL = "\x00user\x00"
 
@@ -222,22 +223,37 @@ class PieceEncoder:
         rendered = prompts.render_prompt(tokenizer, system, self.SENTINEL)
         self.prefix, self.suffix = rendered.split(self.SENTINEL)
         self.trims = prompts.render_prompt(tokenizer, system, " x ").startswith(self.prefix + "x")
-        self.hash_ids = self._encode(["#"])[0]
-        self.cache: dict[str, np.ndarray] = {}
+        self.cache: dict[tuple[str, str], np.ndarray] = {}  # (recurring piece, next character) -> ids
+        self.char_ids: dict[str, np.ndarray] = {}
         self.suffix_ids = self._encode([self.suffix])[0]
 
     def _encode(self, texts: list[str]) -> list[np.ndarray]:
+        if not texts:
+            return []
         out = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         return [np.asarray(ids, dtype=np.int32) for ids in out]
 
-    def _encode_followed(self, texts: list[str]) -> list[np.ndarray]:
-        """Ids of each text as it tokenizes when a ``#`` follows it."""
-        n = len(self.hash_ids)
+    def _encode_followed(self, keys: list[tuple[str, str]]) -> list[np.ndarray]:
+        """Ids of each text as it tokenizes when the given character follows it."""
+        chars = sorted({c for _, c in keys} - self.char_ids.keys())
+        self.char_ids.update(zip(chars, self._encode(chars)))
         out = []
-        for text, ids in zip(texts, self._encode([t + "#" for t in texts])):
-            if n != 1 or ids[-1] != self.hash_ids[0]:
-                raise ValueError(f"tokenizer merges '#' into the preceding text {text[-40:]!r}: pieces are not exact")
-            out.append(ids[:-1])
+        for (text, nxt), ids in zip(keys, self._encode([t + c for t, c in keys])):
+            tail = self.char_ids[nxt]
+            if len(ids) < len(tail) or not np.array_equal(ids[len(ids) - len(tail):], tail):
+                raise ValueError(f"tokenizer merges {nxt!r} into the preceding text {text[-40:]!r}: pieces are not exact")
+            out.append(ids[:len(ids) - len(tail)])
+        return out
+
+    def _joined(self, pieces: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
+        """The pieces of one message (template trim applied), re-glued wherever a cut is not
+        a newline followed by a non-space character."""
+        out: list[tuple[str, bool]] = []
+        for text, recurs in [(self.prefix, True), *pieces]:
+            if out and not (out[-1][0].endswith("\n") and text[:1].strip()):
+                out[-1] = (out[-1][0] + text, out[-1][1] and recurs)
+            else:
+                out.append((text, recurs))
         return out
 
     def encode(self, users_pieces: list[list[tuple[str, bool]]]) -> list[np.ndarray]:
@@ -245,29 +261,32 @@ class PieceEncoder:
         if self.trims:  # the template trims the message; the outer pieces carry its ends
             users_pieces = [[(t.lstrip() if j == 0 else t, r) for j, (t, r) in enumerate(p)] for p in users_pieces]
             users_pieces = [p[:-1] + [(p[-1][0].rstrip(), p[-1][1])] for p in users_pieces]
-        followed, last = {}, {}
-        for pieces in users_pieces:
+        joined = [self._joined(p) for p in users_pieces]
+        plan, followed, last = [], {}, {}
+        for pieces in joined:
+            keys = []
             for j, (text, recurs) in enumerate(pieces):
                 if j == len(pieces) - 1:
-                    last[text] = None
-                elif not (recurs and text in self.cache):
-                    followed[text] = None
-        new_followed = dict(zip(followed, self._encode_followed(list(followed))))
-        new_last = dict(zip(last, self._encode(list(last))))
-        if "prefix" not in self.cache:
-            self.cache["prefix"] = self._encode_followed([self.prefix])[0]
-        out = []
-        for pieces in users_pieces:
-            arrays = [self.cache["prefix"]]
-            for j, (text, recurs) in enumerate(pieces):
-                if j == len(pieces) - 1:
-                    arrays.append(new_last[text])
-                elif recurs and text in self.cache:
-                    arrays.append(self.cache[text])
+                    key = (text, "")
+                    last[key] = None
                 else:
-                    arrays.append(new_followed[text])
-                    if recurs:
-                        self.cache[text] = new_followed[text]
+                    key = (text, pieces[j + 1][0][0])
+                    if not (recurs and key in self.cache):
+                        followed[key] = None
+                keys.append((key, recurs))
+            plan.append(keys)
+        new = dict(zip(followed, self._encode_followed(list(followed))))
+        new.update(zip(last, self._encode([t for t, _ in last])))
+        out = []
+        for keys in plan:
+            arrays = []
+            for key, recurs in keys:
+                ids = self.cache.get(key) if recurs else None
+                if ids is None:
+                    ids = new[key]
+                    if recurs and key[1]:
+                        self.cache[key] = ids
+                arrays.append(ids)
             arrays.append(self.suffix_ids)
             out.append(np.concatenate(arrays))
         return out
@@ -472,13 +491,14 @@ def build_dataset(recipe: Recipe, tokenizer, cases: Sequence[Case] | None = None
                 candidate_hits["icd"] += sum(code in icd_cands[i] for code in c.codes.icd) / len(c.codes.icd)
                 candidate_hits["n"] += 1
                 encoded.append(enc)
+                content, record = c.content_hash, c.record_hash()  # each normalizes the whole text: once
                 rows_out.append({
-                    "id": c.id, "role": roles[i], "weight": weights[i], "content_hash": c.content_hash,
-                    "record_hash": c.record_hash(), "system": system, "user": enc.user, "answer": answer,
+                    "id": c.id, "role": roles[i], "weight": weights[i], "content_hash": content,
+                    "record_hash": record, "system": system, "user": enc.user, "answer": answer,
                     **c.codes.to_dict(), "modality": modality_of(c), "subsection": cpt_codes.subsection(c.codes.cpt[0]) or "other",
                 })
-                manifest_rows.append({"id": c.id, "split": split, "role": roles[i], "content_hash": c.content_hash,
-                                      "record_hash": c.record_hash()})
+                manifest_rows.append({"id": c.id, "split": split, "role": roles[i], "content_hash": content,
+                                      "record_hash": record})
             bar.update(len(batch))
         tables[split] = _split_table(rows_out, encoded)
         lengths[split] = [len(e.input_ids) for e in encoded]

@@ -90,7 +90,7 @@ class PromptParts:
 
 
 def user_pieces(parts: PromptParts) -> list[tuple[str, bool]]:
-    """The user message cut where a line starts with ``#`` (section and example headings), each
+    """The user message cut at line starts (section and example headings, example reports), each
     piece with whether it recurs across records (rules, headings, few-shot examples).
 
     ``"".join`` of the texts is ``build_user(parts)``; the dataset builder tokenizes recurring
@@ -98,7 +98,8 @@ def user_pieces(parts: PromptParts) -> list[tuple[str, bool]]:
     pieces: list[tuple[str, bool]] = []
     if parts.shots:
         pieces.append(("## Coded examples of similar reports\n", True))
-        pieces += [(f"### Example {i}\n{s.report}\nCodes: {s.answer}\n\n", True) for i, s in enumerate(parts.shots, 1)]
+        for i, s in enumerate(parts.shots, 1):  # the heading apart: a case recurs at different positions
+            pieces += [(f"### Example {i}\n", True), (f"{s.report}\nCodes: {s.answer}\n\n", True)]
     else:
         pieces.append(("## Coded examples of similar reports\n(none)\n\n", True))
     pieces.append(("## CPT candidates (most likely first)\n" + (", ".join(parts.cpt) or "(none)") + "\n\n", False))

@@ -36,7 +36,8 @@ def tokenizers(cases):
 
 def _pieces(cases, seed):
     """Users built as the builder builds them, plus awkward edges at every cut: text ending in
-    punctuation, spaces or newlines before the next heading, '#' lines inside reports, no shots."""
+    punctuation, spaces or newlines before the next heading, reports starting with
+    spaces, digits or punctuation, '#' lines inside reports, no shots."""
     rng = random.Random(seed)
     rules = prompts.load_rules()
     out = []
@@ -44,7 +45,7 @@ def _pieces(cases, seed):
         shots = tuple(prompts.shot_for(x, 17, 0.5) for x in rng.sample(cases, rng.randint(0, 3)))
         body = c.report_text
         if i % 5 == 1:
-            shots = tuple(prompts.Shot(s.report + rng.choice([".", " ", "\n", ",", "  \n", ""]), s.answer + rng.choice([",", " ", ""]))
+            shots = tuple(prompts.Shot(rng.choice(["", " ", "\n", "1", "."]) + s.report + rng.choice([".", " ", "\n", ",", "  \n", ""]), s.answer + rng.choice([",", " ", ""]))
                           for s in shots)
             body = rng.choice(["\n# NOTE\n", "\n\n## x\n"]) + body + rng.choice([" ", "\n", ".\n\n", "!!"])
         r = rules + rng.choice(["", ".", " ", ":\n"]) if i % 7 == 3 else rules
