@@ -72,7 +72,7 @@ class RetrievalConfig:
     leak_jaccard: float = 0.85  # MinHash char-shingle Jaccard for the same check when dense is off
     batch_size: int = 2048  # queries per vectorized retrieval batch
     bm25_query_terms: int = 32  # a query keeps its rarest terms only (0 = all): speed on long reports
-    bm25_threads: int = 0  # BM25 retrieval threads (bm25s n_threads; 0 = all cores)
+    bm25_threads: int = 0  # bm25s n_threads for retrieval (0 = no extra threads; measured no gain on 2 cores)
 
 
 @dataclass
@@ -192,6 +192,7 @@ class DemoConfig:
     benchmark_n: int = 200
     ranks: int = 2  # DeepSpeed ZeRO-3 processes (gloo on CPU); 0 = one process without DeepSpeed
     eval_batch_size: int = 16
+    eval_max_new_tokens: int = 32  # the longest synthetic code line is ~25 tokens
     version: str = "v1"
     overrides: list[str] = field(default_factory=list)  # extra key=value for the recipe
 

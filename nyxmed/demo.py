@@ -155,7 +155,8 @@ class Demo:
             for name, adapter in (("base", None), ("adapter", self.out / "adapter")):
                 cfg = replace(EvalConfig(), model=str(self.out / "base"), adapter=str(adapter) if adapter else None,
                               data=str(self.out / "data"), benchmark=str(bench), out_dir=str(self.out / f"eval_{name}"),
-                              batch_size=self.cfg.eval_batch_size, device="cpu",
+                              batch_size=self.cfg.eval_batch_size, max_new_tokens=self.cfg.eval_max_new_tokens,
+                              device="cpu",
                               training_metrics=str(self.out / "adapter" / "training_metrics.json") if adapter else None)
                 evaluation.run(cfg)
                 runs[name] = Path(cfg.out_dir)
