@@ -19,6 +19,7 @@ from typing import Protocol, Sequence
 
 from tqdm.auto import tqdm
 
+from nyxmed.packing import length_grouped_order
 from nyxmed.prompts import render_prompt  # the one prompt path, shared with training
 
 END_OF_TURN = "<|eot_id|>"
@@ -107,7 +108,7 @@ class TransformersGenerator:
 
         prompts = [render_prompt(self.tokenizer, c.system, c.user) for c in chats]
         encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        order = sorted(range(len(chats)), key=lambda i: -len(encoded[i]))
+        order, _ = length_grouped_order([len(ids) for ids in encoded], self.batch_size)
         results: list[Generation | None] = [None] * len(chats)
         device = next(self.model.parameters()).device
         with tqdm(total=len(chats), desc="generating", unit="rec", disable=not progress) as bar:
