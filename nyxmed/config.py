@@ -185,7 +185,7 @@ class DemoConfig:
     heads: int = 4
     kv_heads: int = 2
     intermediate_size: int = 384
-    pretrain_steps: int = 300  # full pre-training of the base on report text ("the previous version")
+    pretrain_steps: int = 200  # full pre-training of the base on report text ("the previous version")
     pretrain_batch: int = 8
     pretrain_seq: int = 256
     pretrain_lr: float = 3e-3
