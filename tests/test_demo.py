@@ -15,7 +15,8 @@ pytestmark = pytest.mark.slow
 
 SMALL = DemoConfig(cases=500, pretrain_steps=150, benchmark_n=40, eval_batch_size=20, tokenizer_texts=500,
                    overrides=["data.heldout_size=90", "data.val_size=24", "train.eval_steps=20",
-                              "train.save_steps=20", "train.epochs=1", "train.learning_rate=5e-3"])
+                              "train.save_steps=20", "train.epochs=1", "train.max_steps=-1",
+                              "train.learning_rate=5e-3"])
 
 
 @pytest.fixture(scope="module")
