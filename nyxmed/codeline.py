@@ -39,6 +39,11 @@ class CodeLine:
         )
 
     @property
+    def is_hard(self) -> bool:
+        """A hard case: two or more procedures, three or more diagnoses, or two or more modifiers."""
+        return len(self.cpt) >= 2 or len(self.icd) >= 3 or len(self.modifiers) >= 2
+
+    @property
     def is_empty(self) -> bool:
         return not (self.cpt or self.modifiers or self.icd)
 

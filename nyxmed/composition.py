@@ -51,9 +51,8 @@ def is_specificity_pair(case: Case) -> bool:
 
 
 def is_hard(case: Case) -> bool:
-    """Two or more procedures, three or more diagnoses, or two or more modifiers."""
-    c = case.codes
-    return len(c.cpt) >= 2 or len(c.icd) >= 3 or len(c.modifiers) >= 2
+    """Two or more procedures, three or more diagnoses, or two or more modifiers (``CodeLine.is_hard``)."""
+    return case.codes.is_hard
 
 
 def assign_role(case: Case, source_role: str, cfg: DataConfig) -> str:

@@ -1219,7 +1219,7 @@ def _one_case(draw: _Draw, seed: int, i: int, patients: _Patients, base: date) -
         codes=codes, original_codes=original, patient_key=patient.key, accession=f"A{seed % 1000:03d}{i:08d}",
         exam_date=exam_day.isoformat(), site=site,
         reviewed_at=f"{reviewed.isoformat()}T{draw.int(7, 18):02d}:{draw.int(0, 59):02d}:00Z",
-        meta={"modality": exam.modality, "exam_type": exam.key, "layout": layout, "hard": _is_hard(codes),
+        meta={"modality": exam.modality, "exam_type": exam.key, "layout": layout, "hard": codes.is_hard,
               "specificity": original is not None, "normal": not positive, "setting": site_kind},
     )
 
@@ -1237,11 +1237,6 @@ def _sample(draw: _Draw, n: int, k: int) -> list[int]:
         r = j + int(draw.random() * (n - j))
         idx[j], idx[r] = idx[r], idx[j]
     return idx[:k]
-
-
-def _is_hard(codes: CodeLine) -> bool:
-    """Two or more procedures, three or more diagnoses, or two or more modifiers (as ``composition.is_hard``)."""
-    return len(codes.cpt) >= 2 or len(codes.icd) >= 3 or len(codes.modifiers) >= 2
 
 
 def generate_cases(n: int, seed: int) -> list[Case]:
