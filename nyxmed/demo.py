@@ -47,11 +47,11 @@ def _recipe_path(cfg: DemoConfig) -> Path:
 def train_command(cfg: DemoConfig, recipe: Path, overrides: list[str]) -> list[str]:
     """``train.py`` under the DeepSpeed launcher (``ranks`` CPU processes), or plain Python for 0 ranks."""
     script = PROJECT_ROOT / "train.py"
-    target = [str(script)] if script.is_file() else ["--module", "nyxmed", "train"]
+    module_flag = "-m" if cfg.ranks <= 0 else "--module"  # python's flag vs the deepspeed launcher's
+    target = [str(script)] if script.is_file() else [module_flag, "nyxmed", "train"]
     args = ["--config", str(recipe), *overrides]
     if cfg.ranks <= 0:
-        return [sys.executable, *(target if script.is_file() else ["-m", "nyxmed", "train"]), *args,
-                "train.deepspeed=null"]
+        return [sys.executable, *target, *args, "train.deepspeed=null"]
     launcher = Path(sys.executable).parent / "deepspeed"
     return [str(launcher), "--num_gpus", str(cfg.ranks), "--master_port", str(_free_port()), *target, *args]
 
@@ -118,9 +118,6 @@ class Demo:
         with self.step("3. dataset: retrieval, candidates, leakage defense, splits"):
             result = build_dataset(self.recipe, self.tokenizer, cases=cases)
             self.console.print(composition_table(result.manifest))
-            blocked = result.manifest.get("leakage", {}).get("blocked", result.manifest.get("blocked", {}))
-            if blocked:
-                self.console.print(f"few-shot candidates blocked by the leakage defense: {blocked}")
             self.artifacts["dataset"] = self.out / "data"
 
     def train(self) -> None:
