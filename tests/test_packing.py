@@ -10,8 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nyxmed.packing import (IGNORE_INDEX, PackingCollator, check_packing_supported, length_grouped_order,
-                            pack_indices, weighted_lm_loss)
+from nyxmed.packing import (IGNORE_INDEX, PackingCollator, answer_positions, check_packing_supported,
+                            length_grouped_order, pack_indices, weighted_lm_loss)
 from nyxmed.tiny import build_tiny_model
 
 TEXTS = [
@@ -79,11 +79,13 @@ def _padded_reference(model, examples, pad_id):
     return loss.detach(), _grads(model)
 
 
-def _packed(model, examples, pad_id, max_tokens=None):
+def _packed(model, examples, pad_id, max_tokens=None, answer_logits_only=False):
     model.zero_grad()
     batch = PackingCollator(pad_token_id=pad_id, max_tokens=max_tokens)(examples)
     weights = batch.pop("token_weights")
-    logits = model(**batch).logits
+    keep = answer_positions(batch["labels"]) if answer_logits_only else 0
+    inputs = {k: v for k, v in batch.items() if k != "labels"}  # as the trainer: no loss inside the model
+    logits = model(**inputs, logits_to_keep=keep).logits
     s, w = weighted_lm_loss(logits, batch["labels"], weights)
     loss = s / w
     loss.backward()
@@ -122,6 +124,18 @@ def test_packed_loss_and_grads_equal_padded(model, examples, tiny_tokenizer):
     assert batch["input_ids"].shape == (1, sum(len(e["input_ids"]) for e in examples))
     _assert_same(unpadded, (packed_loss, packed_grads))
     _assert_same(padded, (packed_loss, packed_grads))
+
+
+def test_answer_only_logits_equal_full_logits(model, examples, tiny_tokenizer):
+    """The trainer's logits_to_keep=answer_positions(labels): same loss and gradients, fewer logits."""
+    pad = tiny_tokenizer.pad_token_id
+    loss, grads, batch = _packed(model, examples, pad, answer_logits_only=True)
+    kept = model(**{k: v for k, v in batch.items() if k != "labels"},
+                 logits_to_keep=answer_positions(batch["labels"])).logits
+    n_answer = sum(sum(1 for t in e["labels"][1:] if t != IGNORE_INDEX) for e in examples)
+    assert kept.shape == (n_answer, model.config.vocab_size) and n_answer < batch["input_ids"].shape[1]
+    _assert_same(_unpadded_reference(model, examples), (loss, grads))
+    _assert_same(_packed(model, examples, pad)[:2], (loss, grads))
 
 
 def test_packed_rows_with_tail_padding_equal_padded(model, examples, tiny_tokenizer):
