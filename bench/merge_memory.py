@@ -1,8 +1,9 @@
 """Peak memory of `nyxmed merge` relative to the model's bytes, on models built here (JSON to stdout).
 
 Each merge runs in a fresh subprocess after a warm-up merge of the tiny model (model code, tokenizer,
-generation paths loaded); peak RSS (ru_maxrss) minus the RSS after the warm-up is the merge's own
-memory, divided by the merged model's bytes on disk. Shards are 5GB as in production (one shard here).
+generation paths loaded); the peak RSS is then reset (Linux ``/proc/self/clear_refs``), and the
+merge's peak (``VmHWM``) minus the RSS before it is the merge's own memory, divided by the merged
+model's bytes on disk. Shards are 5GB as in production (one shard here).
 Target: <= 1.3 (no second copy of the weights).
 
     python bench/merge_memory.py [--sizes tiny,medium] [--dtype bfloat16] [--workdir DIR]
@@ -27,19 +28,31 @@ SIZES = {
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 CHILD = r"""
-import json, resource, sys, time, psutil, torch
+import json, sys, time, torch
 from nyxmed.merge import merge_adapter
 base, adapter, out, dtype, threads, warm_base, warm_adapter = sys.argv[1:8]
 torch.set_num_threads(int(threads))
+
+
+def status_bytes(key):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key + ":"))
+
+
 # Warm-up merge of the tiny model: imports the model code, tokenizer and generation paths, so the
 # baseline below holds every fixed cost and the difference is what the merge needs for this model.
 merge_adapter(warm_base, warm_adapter, out + ".warmup", dtype=dtype, max_new_tokens=2, overwrite=True)
-before = psutil.Process().memory_info().rss
-peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak_warmup = status_bytes("VmHWM")
+# Reset this process's peak RSS to its current RSS (Linux clear_refs 5): VmHWM then holds the
+# merge's own peak. (ru_maxrss cannot: it keeps the warm-up's peak and, across fork+exec, the
+# parent's RSS at fork.)
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+before = status_bytes("VmRSS")
 t0 = time.time()
 merge_adapter(base, adapter, out, dtype=dtype, max_shard_size="5GB", overwrite=True)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"rss_after_warmup": before, "peak_rss_during_warmup": peak_before, "peak_rss": peak,
+peak = status_bytes("VmHWM")
+print(json.dumps({"rss_after_warmup": before, "peak_rss_during_warmup": peak_warmup, "peak_rss": peak,
                   "seconds": round(time.time() - t0, 2)}))
 """
 

@@ -215,32 +215,46 @@ def load_probes(path: str | os.PathLike | None) -> list[dict[str, str]]:
     return probes
 
 
-def _probe_batch(tokenizer, probes: list[dict[str, str]]) -> dict[str, torch.Tensor]:
+def _probe_ids(tokenizer, probes: list[dict[str, str]]) -> list[torch.Tensor]:
+    """Each probe's chat-rendered prompt ids (the template already writes <|begin_of_text|>)."""
     texts = [tokenizer.apply_chat_template(
         [{"role": "system", "content": p["system"]}, {"role": "user", "content": p["user"]}],
         tokenize=False, add_generation_prompt=True) for p in probes]
-    tokenizer.padding_side = "left"  # the prompt ends at the same column for every probe
-    # The template already writes <|begin_of_text|>; do not add a second one.
-    return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    return [torch.tensor(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
 @torch.no_grad()
-def _reference(model, batch, max_new_tokens: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Greedy continuations of the probes and the logits that chose them (float32, answer region)."""
+def _reference(model, prompts: list[torch.Tensor], max_new_tokens: int,
+               pad_id: int) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Greedy continuation of each probe and the logits that chose it (float32).
+
+    One probe at a time: no padding, and the activations of one sequence at most (a batch made the
+    verification's transient memory 0.26x of a 272 MB model's bytes). Returns the full sequences,
+    the continuations ``[probes, max_new_tokens]`` (``pad_id`` after a short one's end of turn) and
+    their logits ``[probes, max_new_tokens, vocab]``.
+    """
     device = next(model.parameters()).device
-    ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-    seqs = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=max_new_tokens,
-                          pad_token_id=pad_id)
-    full_mask = torch.cat([mask, torch.ones_like(seqs[:, ids.shape[1]:])], dim=1)
-    logits = _answer_logits(model, seqs, full_mask, ids.shape[1])
-    return seqs, full_mask, logits
+    seqs = []
+    for ids in prompts:
+        ids = ids[None].to(device)
+        seqs.append(model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                   max_new_tokens=max_new_tokens, pad_token_id=pad_id)[0].cpu())
+    generated = torch.full((len(seqs), max_new_tokens), pad_id, dtype=torch.long)
+    for row, (seq, ids) in enumerate(zip(seqs, prompts)):
+        generated[row, : len(seq) - len(ids)] = seq[len(ids):]
+    return seqs, generated, _answer_logits(model, seqs, [len(ids) for ids in prompts], max_new_tokens)
 
 
 @torch.no_grad()
-def _answer_logits(model, seqs: torch.Tensor, mask: torch.Tensor, prompt_len: int) -> torch.Tensor:
-    """Logits at the positions that predict each generated token (teacher-forced)."""
-    out = model(input_ids=seqs, attention_mask=mask).logits
-    return out[:, prompt_len - 1:-1].float().cpu()
+def _answer_logits(model, seqs: list[torch.Tensor], prompt_lens: list[int], width: int) -> torch.Tensor:
+    """Teacher-forced logits at the positions that predict each generated token, one sequence at a
+    time, zero-padded to ``width`` positions."""
+    device = next(model.parameters()).device
+    rows = []
+    for seq, n in zip(seqs, prompt_lens):
+        logits = model(input_ids=seq[None].to(device)).logits[0, n - 1:-1].float().cpu()
+        rows.append(torch.cat([logits, logits.new_zeros(width - len(logits), logits.shape[-1])]))
+    return torch.stack(rows)
 
 
 def _valid_positions(generated: torch.Tensor, eos_ids: set[int]) -> torch.Tensor:
@@ -337,16 +351,14 @@ def merge_adapter(base: str, adapter: str | os.PathLike, out: str | os.PathLike,
     model = PeftModel.from_pretrained(model, adapter)
     model.eval()
 
-    batch = _probe_batch(tokenizer, probe_msgs)
+    prompts = _probe_ids(tokenizer, probe_msgs)
     eos = model.generation_config.eos_token_id
     eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [tokenizer.eos_token_id])
-    seqs, full_mask, ref_logits = _reference(model, batch, max_new_tokens, tokenizer.pad_token_id)
-    prompt_len = batch["input_ids"].shape[1]
-    generated = seqs[:, prompt_len:].cpu()
+    seqs, generated, ref_logits = _reference(model, prompts, max_new_tokens, tokenizer.pad_token_id)
 
     merged = _merge_in_place(model)
     merged.eval()
-    merged_logits = _answer_logits(merged, seqs, full_mask, prompt_len)
+    merged_logits = _answer_logits(merged, seqs, [len(ids) for ids in prompts], max_new_tokens)
     check = compare(ref_logits, merged_logits, _valid_positions(generated, eos_ids), torch_dtype)
     log.info("verification: max |logit diff| %.3g (tolerance %.3g), greedy identical: %s (%d of %d positions "
              "are ties)", check.max_abs_diff, check.tolerance, check.greedy_identical, check.ties, check.positions)
