@@ -12,6 +12,7 @@ Target: <= 1.3 (no second copy of the weights).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -102,7 +103,8 @@ def main() -> None:
     ap.add_argument("--workdir", help="keep the built models here (default: a temp folder)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads in the merge (1: shared CPU)")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    # stdout is the JSON alone: libraries' log lines (DeepSpeed's, imported through peft) go to stderr
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):
         workdir = Path(args.workdir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         t0 = time.time()

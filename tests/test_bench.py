@@ -1,4 +1,4 @@
-"""bench/train_step.py --compare: both recipes run on the same examples and report comparable JSON."""
+"""The benchmarks run and report consistent JSON (numbers are not asserted: they are the machine's)."""
 
 from __future__ import annotations
 
@@ -35,3 +35,18 @@ def test_train_step_compare_reports_both_modes_with_equal_loss():
         packed["tokens_per_s"] / padded["tokens_per_s"])
     assert packed["weighted_loss"] == pytest.approx(padded["weighted_loss"], rel=1e-5)
     assert padded["weighted_loss"] > 1.0  # a random model's loss over a 512-token vocabulary, not a zero
+
+
+def test_merge_memory_reports_the_merges_own_peak(tmp_path):
+    """bench/merge_memory.py on the tiny model: the peak is read after the warm-up (VmHWM reset)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(BENCH.with_name("merge_memory.py")), "--sizes", "tiny",
+                           "--dtype", "float32", "--workdir", str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (result,) = json.loads(proc.stdout)["results"]
+    assert result["model_bytes"] == sum(p.stat().st_size for p in (tmp_path / "tiny-merged").glob("*.safetensors"))
+    assert 0 < result["merge_rss_bytes"] == result["peak_rss"] - result["rss_after_warmup"]
+    # the warm-up merged the same tiny model, so its own peak is not carried into the measurement
+    assert result["peak_rss"] < result["peak_rss_during_warmup"] + 64 * 2**20
+    assert result["merge_rss_over_model_bytes"] == pytest.approx(result["merge_rss_bytes"] / result["model_bytes"], abs=1e-3)
