@@ -185,9 +185,12 @@ class DemoConfig:
     heads: int = 4
     kv_heads: int = 2
     intermediate_size: int = 384
-    pretrain_steps: int = 200  # full pre-training of the base on report text ("the previous version")
+    # Full pre-training of the base, standing in for the previous version: coded reports
+    # ("<report>\nCodes: <code line>") of a separate synthetic set (seed + 1), never the chat template.
+    pretrain_cases: int = 3000
+    pretrain_steps: int = 200
     pretrain_batch: int = 8
-    pretrain_seq: int = 256
+    pretrain_seq: int = 384  # a report and its code line fit
     pretrain_lr: float = 3e-3
     benchmark_n: int = 200
     ranks: int = 2  # DeepSpeed ZeRO-3 processes (gloo on CPU); 0 = one process without DeepSpeed

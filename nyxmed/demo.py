@@ -1,8 +1,9 @@
 """The main job end to end on the embedded synthetic data (``make demo`` / ``nyxmed demo``).
 
-Synthetic cases -> validation -> tiny Llama-3 base (pre-trained on the reports) -> dataset with
-retrieval and leakage defense -> LoRA training under DeepSpeed ZeRO-3 (``train.py``) -> evaluation
-of base and adapter on a fixed benchmark -> merge with verification -> register and promote.
+Synthetic cases -> validation -> tiny Llama-3 base (pre-trained on coded reports of another
+synthetic set) -> dataset with retrieval and leakage defense -> LoRA training under DeepSpeed
+ZeRO-3 (``train.py``) -> evaluation of base and adapter on a fixed benchmark -> merge with
+verification -> register and promote.
 Every artifact lands under one folder. Each step is the production code path at toy size.
 """
 
@@ -56,6 +57,16 @@ def train_command(cfg: DemoConfig, recipe: Path, overrides: list[str]) -> list[s
     return [str(launcher), "--num_gpus", str(cfg.ranks), "--master_port", str(_free_port()), *target, *args]
 
 
+def pretraining_texts(n: int, seed: int) -> list[str]:
+    """What the stand-in previous version was trained on: ``<report>\nCodes: <code line>`` of ``n``
+    synthetic cases drawn with their own seed (none of them is a demo case). Plain text, never the
+    chat template, so the base knows reports and code lines but not the assistant turn."""
+    from nyxmed.dataset import retrieval_text
+    from nyxmed.synth import generate_cases
+
+    return [f"{retrieval_text(case)}\nCodes: {case.codes.render()}" for case in generate_cases(n, seed)]
+
+
 class Demo:
     """Runs the steps in order, printing tables, and records every artifact's path."""
 
@@ -96,15 +107,15 @@ class Demo:
         from nyxmed.dataset import retrieval_text
         from nyxmed.tiny import build_tiny_model, build_tokenizer, pretrain, save_base
 
-        with self.step("2. tiny Llama-3 base: local tokenizer, pre-training on the reports"):
+        with self.step("2. tiny Llama-3 base: local tokenizer, pre-training on coded reports"):
             c = self.cfg
             texts = [retrieval_text(case) for case in cases]
             tokenizer = build_tokenizer(texts[: c.tokenizer_texts] + [case.codes.render() for case in cases],
                                         vocab_size=c.vocab_size)
             model = build_tiny_model(tokenizer, seed=c.seed, hidden_size=c.hidden_size, layers=c.layers,
                                      heads=c.heads, kv_heads=c.kv_heads, intermediate_size=c.intermediate_size)
-            losses = pretrain(model, tokenizer, texts, c.pretrain_steps, c.pretrain_batch, c.pretrain_seq,
-                              c.pretrain_lr, seed=c.seed)
+            losses = pretrain(model, tokenizer, pretraining_texts(c.pretrain_cases, c.seed + 1), c.pretrain_steps,
+                              c.pretrain_batch, c.pretrain_seq, c.pretrain_lr, seed=c.seed)
             save_base(model, tokenizer, self.out / "base")
             n_params = sum(p.numel() for p in model.parameters())
             self.console.print(f"base: {n_params:,} parameters, vocab {len(tokenizer)}, "
