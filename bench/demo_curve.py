@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import random
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -44,12 +45,12 @@ def main() -> None:
     from nyxmed import config as cfgmod
     from nyxmed import evaluation
     from nyxmed.config import DemoConfig
-    from nyxmed.dataset import build_dataset, retrieval_text
-    from nyxmed.demo import PROJECT_ROOT, pretraining_texts
+    from nyxmed.dataset import build_dataset
+    from nyxmed.demo import PROJECT_ROOT, build_base
     from nyxmed.generation import Chat, TransformersGenerator
     from nyxmed.packing import answer_positions, weighted_lm_loss
     from nyxmed.synth import generate_cases
-    from nyxmed.tiny import build_tiny_model, build_tokenizer, pretrain
+    from nyxmed.training.batching import PaddedCollator
 
     torch.set_num_threads(args.threads)
     demo = DemoConfig()
@@ -59,14 +60,9 @@ def main() -> None:
     lr = args.lr or recipe.train.learning_rate
     t0 = time.time()
     cases = generate_cases(demo.cases, demo.seed)
-    texts = [retrieval_text(c) for c in cases]
-    tok = build_tokenizer(texts[: demo.tokenizer_texts] + [c.codes.render() for c in cases], vocab_size=demo.vocab_size)
-    model = build_tiny_model(tok, seed=demo.seed, hidden_size=demo.hidden_size, layers=demo.layers, heads=demo.heads,
-                             kv_heads=demo.kv_heads, intermediate_size=demo.intermediate_size)
     t_pre = time.time()
-    pre_losses = pretrain(model, tok, pretraining_texts(demo.pretrain_cases, demo.seed + 1), demo.pretrain_steps,
-                          demo.pretrain_batch, demo.pretrain_seq, demo.pretrain_lr, seed=demo.seed, progress=False)
-    pretrain_s = time.time() - t_pre
+    model, tok, pre_losses = build_base(demo, cases, progress=False)
+    pretrain_s = time.time() - t_pre  # tokenizer + pre-training, as the demo's step 2
     data = build_dataset(recipe, tok, cases=cases, progress=False)
     from datasets import load_from_disk
 
@@ -98,18 +94,13 @@ def main() -> None:
 
     curve = [{"step": 0, "train_seconds": 0.0, **evaluate()}]
     model.train()
-    pad = tok.pad_token_id
+    collate = PaddedCollator(tok.pad_token_id)  # the trainer's batches without packing
     t_train, eval_s, tokens, window = time.time(), 0.0, 0, []
     for step in range(1, args.steps + 1):
-        rows = train.select([order[(step * args.batch + j) % len(order)] for j in range(args.batch)])
-        width = max(map(len, rows["input_ids"]))
-        ids = torch.full((args.batch, width), pad)
-        labels = torch.full((args.batch, width), -100)
-        weights = torch.zeros((args.batch, width))
-        for r, (i, lab, w) in enumerate(zip(rows["input_ids"], rows["labels"], rows["weight"])):
-            ids[r, : len(i)], labels[r, : len(lab)], weights[r, : len(i)] = torch.tensor(i), torch.tensor(lab), w
-        tokens += int((ids != pad).sum())
-        logits = model(input_ids=ids, attention_mask=(ids != pad).long(), logits_to_keep=answer_positions(labels)).logits
+        batch = collate(train.select([order[(step * args.batch + j) % len(order)] for j in range(args.batch)]))
+        labels, weights = batch.pop("labels"), batch.pop("token_weights")
+        tokens += int(batch["attention_mask"].sum())
+        logits = model(**batch, logits_to_keep=answer_positions(labels)).logits
         total, count = weighted_lm_loss(logits, labels, weights)
         loss = total / count
         loss.backward()
@@ -125,7 +116,7 @@ def main() -> None:
             curve.append({"step": step, "train_seconds": round(time.time() - t_train - eval_s, 1),
                           "answer_loss": round(sum(window) / len(window), 3), **point})
             window = []
-            print(json.dumps(curve[-1]), flush=True, file=__import__("sys").stderr)
+            print(json.dumps(curve[-1]), flush=True, file=sys.stderr)
     train_s = time.time() - t_train - eval_s
     print(json.dumps({
         "bench": "demo_curve", "mode": "full" if args.full else f"lora r={recipe.lora.r}", "lr": lr,

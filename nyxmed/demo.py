@@ -67,6 +67,21 @@ def pretraining_texts(n: int, seed: int) -> list[str]:
     return [f"{retrieval_text(case)}\nCodes: {case.codes.render()}" for case in generate_cases(n, seed)]
 
 
+def build_base(cfg: DemoConfig, cases, progress: bool = True):
+    """The demo's tokenizer (built from ``cases``) and tiny base pre-trained on
+    :func:`pretraining_texts`; returns ``(model, tokenizer, pre-training losses)``."""
+    from nyxmed.dataset import retrieval_text
+    from nyxmed.tiny import build_tiny_model, build_tokenizer, pretrain
+
+    tokenizer = build_tokenizer([retrieval_text(case) for case in cases[: cfg.tokenizer_texts]]
+                                + [case.codes.render() for case in cases], vocab_size=cfg.vocab_size)
+    model = build_tiny_model(tokenizer, seed=cfg.seed, hidden_size=cfg.hidden_size, layers=cfg.layers,
+                             heads=cfg.heads, kv_heads=cfg.kv_heads, intermediate_size=cfg.intermediate_size)
+    losses = pretrain(model, tokenizer, pretraining_texts(cfg.pretrain_cases, cfg.seed + 1), cfg.pretrain_steps,
+                      cfg.pretrain_batch, cfg.pretrain_seq, cfg.pretrain_lr, seed=cfg.seed, progress=progress)
+    return model, tokenizer, losses
+
+
 class Demo:
     """Runs the steps in order, printing tables, and records every artifact's path."""
 
@@ -104,18 +119,10 @@ class Demo:
             return result.cases
 
     def base(self, cases) -> None:
-        from nyxmed.dataset import retrieval_text
-        from nyxmed.tiny import build_tiny_model, build_tokenizer, pretrain, save_base
+        from nyxmed.tiny import save_base
 
         with self.step("2. tiny Llama-3 base: local tokenizer, pre-training on coded reports"):
-            c = self.cfg
-            texts = [retrieval_text(case) for case in cases]
-            tokenizer = build_tokenizer(texts[: c.tokenizer_texts] + [case.codes.render() for case in cases],
-                                        vocab_size=c.vocab_size)
-            model = build_tiny_model(tokenizer, seed=c.seed, hidden_size=c.hidden_size, layers=c.layers,
-                                     heads=c.heads, kv_heads=c.kv_heads, intermediate_size=c.intermediate_size)
-            losses = pretrain(model, tokenizer, pretraining_texts(c.pretrain_cases, c.seed + 1), c.pretrain_steps,
-                              c.pretrain_batch, c.pretrain_seq, c.pretrain_lr, seed=c.seed)
+            model, tokenizer, losses = build_base(self.cfg, cases)
             save_base(model, tokenizer, self.out / "base")
             n_params = sum(p.numel() for p in model.parameters())
             self.console.print(f"base: {n_params:,} parameters, vocab {len(tokenizer)}, "

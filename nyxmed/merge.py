@@ -242,17 +242,17 @@ def _reference(model, prompts: list[torch.Tensor], max_new_tokens: int,
     generated = torch.full((len(seqs), max_new_tokens), pad_id, dtype=torch.long)
     for row, (seq, ids) in enumerate(zip(seqs, prompts)):
         generated[row, : len(seq) - len(ids)] = seq[len(ids):]
-    return seqs, generated, _answer_logits(model, seqs, [len(ids) for ids in prompts], max_new_tokens)
+    return seqs, generated, _answer_logits(model, seqs, prompts, max_new_tokens)
 
 
 @torch.no_grad()
-def _answer_logits(model, seqs: list[torch.Tensor], prompt_lens: list[int], width: int) -> torch.Tensor:
-    """Teacher-forced logits at the positions that predict each generated token, one sequence at a
-    time, zero-padded to ``width`` positions."""
+def _answer_logits(model, seqs: list[torch.Tensor], prompts: list[torch.Tensor], width: int) -> torch.Tensor:
+    """Teacher-forced logits at the positions that predict each generated token (those after the
+    probe's prompt), one sequence at a time, zero-padded to ``width`` positions."""
     device = next(model.parameters()).device
     rows = []
-    for seq, n in zip(seqs, prompt_lens):
-        logits = model(input_ids=seq[None].to(device)).logits[0, n - 1:-1].float().cpu()
+    for seq, prompt in zip(seqs, prompts):
+        logits = model(input_ids=seq[None].to(device)).logits[0, len(prompt) - 1:-1].float().cpu()
         rows.append(torch.cat([logits, logits.new_zeros(width - len(logits), logits.shape[-1])]))
     return torch.stack(rows)
 
@@ -358,7 +358,7 @@ def merge_adapter(base: str, adapter: str | os.PathLike, out: str | os.PathLike,
 
     merged = _merge_in_place(model)
     merged.eval()
-    merged_logits = _answer_logits(merged, seqs, [len(ids) for ids in prompts], max_new_tokens)
+    merged_logits = _answer_logits(merged, seqs, prompts, max_new_tokens)
     check = compare(ref_logits, merged_logits, _valid_positions(generated, eos_ids), torch_dtype)
     log.info("verification: max |logit diff| %.3g (tolerance %.3g), greedy identical: %s (%d of %d positions "
              "are ties)", check.max_abs_diff, check.tolerance, check.greedy_identical, check.ties, check.positions)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from transformers import Trainer
 
-from nyxmed.packing import IGNORE_INDEX, answer_positions, weighted_lm_loss
+from nyxmed.packing import answer_positions, weighted_lm_loss
 
 
 class WeightedLossTrainer(Trainer):
@@ -50,5 +50,4 @@ class WeightedLossTrainer(Trainer):
 
 def weighted_token_count(labels: torch.Tensor, token_weights: torch.Tensor) -> torch.Tensor:
     """sum over predicted tokens of their weight (the causal shift drops each row's first label)."""
-    shifted = labels[:, 1:]
-    return (token_weights[:, 1:].float() * (shifted != IGNORE_INDEX)).sum()
+    return token_weights[:, 1:][answer_positions(labels)[:, :-1]].float().sum()
