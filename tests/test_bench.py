@@ -50,3 +50,21 @@ def test_merge_memory_reports_the_merges_own_peak(tmp_path):
     # the warm-up merged the same tiny model, so its own peak is not carried into the measurement
     assert result["peak_rss"] < result["peak_rss_during_warmup"] + 64 * 2**20
     assert result["merge_rss_over_model_bytes"] == pytest.approx(result["merge_rss_bytes"] / result["model_bytes"], abs=1e-3)
+
+
+def test_demo_curve_reports_a_scored_curve(tmp_path):
+    """bench/demo_curve.py: the demo's base and data, LoRA steps, and production-scored evaluations."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(BENCH.with_name("demo_curve.py")), "--steps", "2", "--eval-every", "1",
+                           "--eval-n", "4", "--threads", "1", "--workdir", str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["mode"] == "lora r=64" and result["eval_records"] == 4
+    assert [p["step"] for p in result["curve"]] == [0, 1, 2]
+    for point in result["curve"]:
+        for key in ("cpt_exact", "icd_root_overlap", "parse_failure_rate"):
+            assert 0.0 <= point[key] <= 1.0
+    assert all(p["answer_loss"] > 0 for p in result["curve"][1:])
+    assert result["pretrain"]["loss_last20"] < result["pretrain"]["loss_first"]
+    assert result["train_tokens_per_second"] > 0
