@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Iterable
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 BOS, EOS, EOT = "<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"
@@ -30,16 +30,32 @@ LLAMA3_CHAT_TEMPLATE = (
 )
 
 
-def build_tokenizer(corpus: Iterable[str], vocab_size: int = 2048) -> PreTrainedTokenizerFast:
+# The Llama-3 pre-tokenizer regex (tokenizer.json of Meta-Llama-3): numbers in groups of up to
+# three digits; its punctuation branch takes trailing newlines.
+LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def build_tokenizer(corpus: Iterable[str], vocab_size: int = 2048,
+                    split: str = "digits") -> PreTrainedTokenizerFast:
     """Train a byte-level BPE on ``corpus`` with Llama-3's special tokens and chat template.
 
-    Digits are split one by one so that a tiny model can learn to copy and compose codes.
+    ``split="digits"`` splits digits one by one (GPT-2 regex otherwise); ``split="llama3"`` uses
+    Llama-3's own pre-tokenizer regex, which keeps up to three digits together (``768|56``).
     """
+    if split not in ("digits", "llama3"):
+        raise ValueError(f"split: expected 'digits' or 'llama3', got {split!r}")
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-    ])
+    if split == "llama3":
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(LLAMA3_REGEX), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
+    else:
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
@@ -99,17 +115,27 @@ def build_tiny_base(corpus: Iterable[str], out_dir: str | Path, vocab_size: int 
     return save_base(build_tiny_model(tokenizer, seed=seed, **sizes), tokenizer, out_dir)
 
 
+def lm_sequences(tokenizer: PreTrainedTokenizerFast, texts: list[str], seq_len: int) -> list[list[int]]:
+    """Token ids of ``texts``, each starting with exactly one BOS (chat-template text carries its
+    own), cut to ``seq_len``; texts of a single token are dropped."""
+    bos = tokenizer.bos_token_id
+    encoded = [([] if ids[:1] == [bos] else [bos]) + ids
+               for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    return [ids[:seq_len] for ids in encoded if len(ids) > 1]
+
+
 def pretrain(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, texts: list[str], steps: int,
              batch_size: int = 8, seq_len: int = 256, lr: float = 3e-3, seed: int = 0,
              progress: bool = True) -> list[float]:
     """Full-parameter language-model training on ``texts`` (nanoGPT-style loop); returns the losses.
+    Texts are encoded by :func:`lm_sequences`.
 
     Gives a tiny random base the vocabulary of the reports, standing in for a previous version.
     """
     from tqdm.auto import tqdm
 
     gen = torch.Generator().manual_seed(seed)
-    encoded = [ids[:seq_len] for ids in tokenizer(texts, add_special_tokens=True)["input_ids"] if len(ids) > 1]
+    encoded = lm_sequences(tokenizer, texts, seq_len)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.1)
     model.train()

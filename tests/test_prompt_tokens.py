@@ -7,16 +7,11 @@ import random
 
 import numpy as np
 import pytest
-from tokenizers import Regex, pre_tokenizers
 
 from nyxmed import prompts
 from nyxmed.dataset import PieceEncoder
 from nyxmed.synth import generate_cases
 from nyxmed.tiny import build_tokenizer
-
-# the Llama-3 pre-tokenizer regex (tokenizer.json of Meta-Llama-3), whose punctuation branch takes trailing newlines
-LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +22,8 @@ def cases():
 @pytest.fixture(scope="module")
 def tokenizers(cases):
     gpt2 = build_tokenizer([c.report_text for c in cases] + [prompts.load_rules()] * 3, vocab_size=3000)
-    llama3 = copy.deepcopy(gpt2)
-    llama3.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(LLAMA3_REGEX), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    llama3 = build_tokenizer([c.report_text for c in cases] + [prompts.load_rules()] * 3, vocab_size=3000,
+                             split="llama3")
     return {"gpt2_digits": gpt2, "llama3_regex": llama3}
 
 

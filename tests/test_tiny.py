@@ -137,3 +137,21 @@ def test_build_tiny_base_writes_a_loadable_folder(tmp_path):
 def test_vocab_size_is_respected(vocab_size):
     tok = tiny.build_tokenizer(["CT abdomen pelvis 74177 R10.84 with and without contrast"] * 50, vocab_size=vocab_size)
     assert len(tok) <= vocab_size
+
+
+def test_llama3_split_keeps_up_to_three_digits_together():
+    tok = tiny.build_tokenizer(["CT abdomen pelvis 74177 R10.84 with and without contrast"] * 50, vocab_size=400,
+                               split="llama3")
+    pieces = [p.lstrip("Ġ") for p in tok.tokenize("74177 R10.84")]
+    assert "".join(pieces) == "74177R10.84"
+    assert "741" in pieces and "77" in pieces and "84" in pieces
+    with pytest.raises(ValueError, match="split"):
+        tiny.build_tokenizer(["x"], split="bytes")
+
+
+def test_lm_sequences_start_with_one_bos(tiny_tokenizer):
+    chat = tiny_tokenizer.apply_chat_template([{"role": "user", "content": "CT head"}], tokenize=False)
+    plain, templated, _ = tiny.lm_sequences(tiny_tokenizer, ["CT head", chat, "x"], seq_len=6)
+    bos = tiny_tokenizer.bos_token_id
+    assert plain[0] == templated[0] == bos and bos not in plain[1:] + templated[1:]
+    assert len(templated) == 6  # cut to seq_len
