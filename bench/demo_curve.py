@@ -49,6 +49,7 @@ def main() -> None:
     from nyxmed.demo import PROJECT_ROOT, build_base
     from nyxmed.generation import Chat, TransformersGenerator
     from nyxmed.packing import answer_positions, weighted_lm_loss
+    from nyxmed.prompts import load_rules
     from nyxmed.synth import generate_cases
     from nyxmed.training.batching import PaddedCollator
 
@@ -61,7 +62,7 @@ def main() -> None:
     t0 = time.time()
     cases = generate_cases(demo.cases, demo.seed)
     t_pre = time.time()
-    model, tok, pre_losses = build_base(demo, cases, progress=False)
+    model, tok, pre_losses = build_base(demo, cases, load_rules(recipe.prompt.rules_file), progress=False)
     pretrain_s = time.time() - t_pre  # tokenizer + pre-training, as the demo's step 2
     data = build_dataset(recipe, tok, cases=cases, progress=False)
     from datasets import load_from_disk

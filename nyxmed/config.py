@@ -178,16 +178,19 @@ class DemoConfig:
     out_dir: str = "out/demo"
     cases: int = 3000
     seed: int = 17
-    vocab_size: int = 4096  # the locally built Llama-3-style tokenizer
+    vocab_size: int = 6144  # the locally built Llama-3-style tokenizer (its corpus saturates at ~5.6K)
     tokenizer_texts: int = 1000  # reports the tokenizer is trained on
+    tokenizer_split: str = "llama3"  # pre-tokenizer: 'digits' (one by one) or 'llama3' (groups of up to 3)
     hidden_size: int = 128
     layers: int = 4
     heads: int = 4
     kv_heads: int = 2
     intermediate_size: int = 384
-    # Full pre-training of the base, standing in for the previous version: coded reports
-    # ("<report>\nCodes: <code line>") of a separate synthetic set (seed + 1), never the chat template.
+    # Full pre-training of the base, standing in for the previous version, on a separate synthetic set
+    # (seed + 1): coded reports ("<report>\nCodes: <code line>") and, a pretrain_chat_share of them,
+    # chats about a report (which exam, what impression); never a coding chat.
     pretrain_cases: int = 3000
+    pretrain_chat_share: float = 0.5
     pretrain_steps: int = 200
     pretrain_batch: int = 8
     pretrain_seq: int = 384  # a report and its code line fit

@@ -1,7 +1,7 @@
 """The main job end to end on the embedded synthetic data (``make demo`` / ``nyxmed demo``).
 
-Synthetic cases -> validation -> tiny Llama-3 base (pre-trained on coded reports of another
-synthetic set) -> dataset with retrieval and leakage defense -> LoRA training under DeepSpeed
+Synthetic cases -> validation -> tiny Llama-3 base (pre-trained on coded reports and report chats
+of another synthetic set) -> dataset with retrieval and leakage defense -> LoRA training under DeepSpeed
 ZeRO-3 (``train.py``) -> evaluation of base and adapter on a fixed benchmark -> merge with
 verification -> register and promote.
 Every artifact lands under one folder. Each step is the production code path at toy size.
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import re
 import shutil
 import socket
 import subprocess
@@ -40,9 +42,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _recipe_path(cfg: DemoConfig) -> Path:
-    path = Path(cfg.recipe)
-    return path if path.is_file() else PROJECT_ROOT / cfg.recipe
+def _in_project(path: str) -> Path:
+    """``path`` as given when it exists, else relative to the project (the demo runs from anywhere)."""
+    return Path(path) if Path(path).exists() else PROJECT_ROOT / path
 
 
 def train_command(cfg: DemoConfig, recipe: Path, overrides: list[str]) -> list[str]:
@@ -57,27 +59,81 @@ def train_command(cfg: DemoConfig, recipe: Path, overrides: list[str]) -> list[s
     return [str(launcher), "--num_gpus", str(cfg.ranks), "--master_port", str(_free_port()), *target, *args]
 
 
-def pretraining_texts(n: int, seed: int) -> list[str]:
-    """What the stand-in previous version was trained on: ``<report>\nCodes: <code line>`` of ``n``
-    synthetic cases drawn with their own seed (none of them is a demo case). Plain text, never the
-    chat template, so the base knows reports and code lines but not the assistant turn."""
+CHAT_SYSTEM = "You are a helpful radiology assistant."  # the stand-in's chats; never the coding prompt
+_EXAM_LINE = re.compile(r"^(?:EXAM|PROCEDURE|STUDY): (.+)$", re.M)
+
+
+def report_questions(case) -> list[tuple[str, str]]:
+    """Questions about ``case``'s report answered by copying from it: the exam performed, the impression."""
+    match = _EXAM_LINE.search(case.report_text)
+    exam = case.exam_description or (match.group(1) if match else "")
+    impression = case.report_text.rpartition("IMPRESSION:\n")[2].strip()
+    return [(q, a) for q, a in (("What exam was performed?", exam), ("What is the impression?", impression)) if a]
+
+
+def pretraining_texts(n: int, seed: int, chat_share: float = 0.0, tokenizer=None) -> list[str]:
+    """What the stand-in previous version was trained on, from ``n`` synthetic cases drawn with their
+    own seed (none of them is a demo case).
+
+    A ``chat_share`` of them are chats in ``tokenizer``'s Llama-3 template that ask which exam was done
+    or what the impression says (:func:`report_questions`): the instruction following and copying
+    from the user turn a real instruct base brings. The rest are coded reports in plain text,
+    ``<report>\nCodes: <code line>``. Never a coding chat, so the base knows chats and code lines but
+    has never coded a report at the assistant turn."""
     from nyxmed.dataset import retrieval_text
+    from nyxmed.prompts import report_head
     from nyxmed.synth import generate_cases
 
-    return [f"{retrieval_text(case)}\nCodes: {case.codes.render()}" for case in generate_cases(n, seed)]
+    if chat_share and tokenizer is None:
+        raise ValueError("pretraining_texts: chat_share > 0 needs the tokenizer (its chat template)")
+    rng = random.Random(seed)
+    texts = []
+    for case in generate_cases(n, seed):
+        questions = report_questions(case)
+        if rng.random() >= chat_share or not questions:
+            texts.append(f"{retrieval_text(case)}\nCodes: {case.codes.render()}")
+            continue
+        question, answer = rng.choice(questions)
+        report = report_head(case, bool(case.exam_description)) + case.report_text
+        texts.append(tokenizer.apply_chat_template(
+            [{"role": "system", "content": CHAT_SYSTEM}, {"role": "user", "content": f"{report}\n\n{question}"},
+             {"role": "assistant", "content": answer}], tokenize=False))
+    return texts
 
 
-def build_base(cfg: DemoConfig, cases, progress: bool = True):
-    """The demo's tokenizer (built from ``cases``) and tiny base pre-trained on
-    :func:`pretraining_texts`; returns ``(model, tokenizer, pre-training losses)``."""
+def tokenizer_corpus(cfg: DemoConfig, cases, rules: str) -> list[str]:
+    """What the demo's BPE is trained on: reports and code lines of ``cases`` and the prompts' fixed
+    wording (system prompt, headings, ``rules``, the ICD-10-CM description of every code of the cases
+    and of its candidate neighbours), so that, as with Llama-3's 128K vocabulary, the words every
+    prompt carries cost about a token each instead of being spelt out in pieces."""
     from nyxmed.dataset import retrieval_text
+    from nyxmed.prompts import (
+        SYSTEM_PROMPT,
+        PromptParts,
+        Shot,
+        build_user,
+        icd_candidate_line,
+    )
+    from nyxmed.retrieval.candidates import code_system_neighbours
+
+    codes = {code for case in cases for code in case.codes.icd}
+    pool = sorted(codes | {n for code in codes for n in code_system_neighbours(code)})
+    wording = build_user(PromptParts((Shot("", ""),), (), (), rules, "", ""))
+    return ([retrieval_text(case) for case in cases[: cfg.tokenizer_texts]] + [case.codes.render() for case in cases]
+            + [SYSTEM_PROMPT, wording] + [icd_candidate_line(code) for code in pool])
+
+
+def build_base(cfg: DemoConfig, cases, rules: str, progress: bool = True):
+    """The demo's tokenizer (:func:`tokenizer_corpus`) and tiny base pre-trained on
+    :func:`pretraining_texts`; returns ``(model, tokenizer, pre-training losses)``."""
     from nyxmed.tiny import build_tiny_model, build_tokenizer, pretrain
 
-    tokenizer = build_tokenizer([retrieval_text(case) for case in cases[: cfg.tokenizer_texts]]
-                                + [case.codes.render() for case in cases], vocab_size=cfg.vocab_size)
+    tokenizer = build_tokenizer(tokenizer_corpus(cfg, cases, rules), vocab_size=cfg.vocab_size,
+                                split=cfg.tokenizer_split)
     model = build_tiny_model(tokenizer, seed=cfg.seed, hidden_size=cfg.hidden_size, layers=cfg.layers,
                              heads=cfg.heads, kv_heads=cfg.kv_heads, intermediate_size=cfg.intermediate_size)
-    losses = pretrain(model, tokenizer, pretraining_texts(cfg.pretrain_cases, cfg.seed + 1), cfg.pretrain_steps,
+    texts = pretraining_texts(cfg.pretrain_cases, cfg.seed + 1, cfg.pretrain_chat_share, tokenizer)
+    losses = pretrain(model, tokenizer, texts, cfg.pretrain_steps,
                       cfg.pretrain_batch, cfg.pretrain_seq, cfg.pretrain_lr, seed=cfg.seed, progress=progress)
     return model, tokenizer, losses
 
@@ -91,8 +147,10 @@ class Demo:
         self.console = console or Console(width=max(Console().width, 110))
         self.artifacts: dict[str, Path] = {}
         self.timings: dict[str, float] = {}
-        self.recipe_path = _recipe_path(cfg)
+        self.recipe_path = _in_project(cfg.recipe)
         self.recipe = cfgmod.load_recipe(self.recipe_path, self._recipe_overrides())
+        if self.recipe.prompt.rules_file:
+            self.recipe.prompt.rules_file = str(_in_project(self.recipe.prompt.rules_file))
 
     def _recipe_overrides(self) -> list[str]:
         return [f"data.out_dir={self.out / 'data'}", f"model.base_model={self.out / 'base'}",
@@ -119,10 +177,11 @@ class Demo:
             return result.cases
 
     def base(self, cases) -> None:
+        from nyxmed import prompts
         from nyxmed.tiny import save_base
 
-        with self.step("2. tiny Llama-3 base: local tokenizer, pre-training on coded reports"):
-            model, tokenizer, losses = build_base(self.cfg, cases)
+        with self.step("2. tiny Llama-3 base: local tokenizer, pre-training on coded reports and report chats"):
+            model, tokenizer, losses = build_base(self.cfg, cases, prompts.load_rules(self.recipe.prompt.rules_file))
             save_base(model, tokenizer, self.out / "base")
             n_params = sum(p.numel() for p in model.parameters())
             self.console.print(f"base: {n_params:,} parameters, vocab {len(tokenizer)}, "
