@@ -42,11 +42,10 @@ def main() -> None:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from nyxmed import config as cfgmod
     from nyxmed import evaluation
     from nyxmed.config import DemoConfig
     from nyxmed.dataset import build_dataset
-    from nyxmed.demo import PROJECT_ROOT, build_base
+    from nyxmed.demo import Demo, build_base
     from nyxmed.generation import Chat, TransformersGenerator
     from nyxmed.packing import answer_positions, weighted_lm_loss
     from nyxmed.prompts import load_rules
@@ -54,10 +53,9 @@ def main() -> None:
     from nyxmed.training.batching import PaddedCollator
 
     torch.set_num_threads(args.threads)
-    demo = DemoConfig()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="nyxmed-demo-curve-"))
-    recipe = cfgmod.load_recipe(PROJECT_ROOT / demo.recipe, [f"data.out_dir={work / 'data'}"])
-    recipe.prompt.rules_file = str(PROJECT_ROOT / recipe.prompt.rules_file)
+    demo = replace(DemoConfig(), out_dir=str(work))
+    recipe = Demo(demo).recipe  # the demo's recipe, folders under work/ and rules file resolved
     lr = args.lr or recipe.train.learning_rate
     t0 = time.time()
     cases = generate_cases(demo.cases, demo.seed)

@@ -60,12 +60,13 @@ def train_command(cfg: DemoConfig, recipe: Path, overrides: list[str]) -> list[s
 
 
 CHAT_SYSTEM = "You are a helpful radiology assistant."  # the stand-in's chats; never the coding prompt
-_EXAM_LINE = re.compile(r"^(?:EXAM|PROCEDURE|STUDY): (.+)$", re.M)
 
 
 def report_questions(case) -> list[tuple[str, str]]:
     """Questions about ``case``'s report answered by copying from it: the exam performed, the impression."""
-    match = _EXAM_LINE.search(case.report_text)
+    from nyxmed.synth import EXAM_LABELS
+
+    match = re.search(rf"^(?:{'|'.join(EXAM_LABELS)}): (.+)$", case.report_text, re.MULTILINE)
     exam = case.exam_description or (match.group(1) if match else "")
     impression = case.report_text.rpartition("IMPRESSION:\n")[2].strip()
     return [(q, a) for q, a in (("What exam was performed?", exam), ("What is the impression?", impression)) if a]

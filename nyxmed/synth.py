@@ -926,7 +926,7 @@ _REGION_NORMAL_IMPRESSIONS = {
 }
 _IMPRESSION_TAILS = ("", "", "", "", " Clinical correlation recommended.", " Follow-up as clinically indicated.",
                      " Results communicated to the ordering provider.")
-_EXAM_LABELS = ("EXAM", "PROCEDURE", "STUDY")
+EXAM_LABELS = ("EXAM", "PROCEDURE", "STUDY")
 _HISTORY_LABELS = ("CLINICAL HISTORY", "INDICATION", "HISTORY", "REASON FOR STUDY")
 _COMPARISONS = ("None.", "None available.", "Prior study from {prior}.", "Outside images from {prior}.")
 
@@ -1198,7 +1198,7 @@ def _one_case(draw: _Draw, seed: int, i: int, patients: _Patients, base: date) -
             f"IMPRESSION:\n{impression_text}")
     layout = "explicit" if draw.chance(0.65) else "embedded"
     if layout == "embedded":  # the report body carries the exam and the reason; the fields stay empty
-        body = f"{draw.pick(_EXAM_LABELS)}: {desc}\n{draw.pick(_HISTORY_LABELS)}: {reason}\n{body}"
+        body = f"{draw.pick(EXAM_LABELS)}: {desc}\n{draw.pick(_HISTORY_LABELS)}: {reason}\n{body}"
         desc, reason = "", ""
     else:  # the fields are filled; the body repeats the indication (as dictated reports do) and the
         # technique names the exam, so the codes stay inferable when a prompt shows the body alone

@@ -156,3 +156,12 @@ def test_demo_tokenizer_spends_about_a_token_per_word_of_the_fixed_prompt_wordin
     # a BPE of the reports alone spells the same wording out in pieces
     reports_only = build_tokenizer([c.report_text for c in cases], vocab_size=SMALL.vocab_size)
     assert len(reports_only(SYSTEM_PROMPT, add_special_tokens=False)["input_ids"]) > 2 * len(SYSTEM_PROMPT.split())
+
+
+def test_demo_finds_its_recipe_and_rules_file_from_any_directory(tmp_path, monkeypatch):
+    from nyxmed.demo import Demo
+
+    monkeypatch.chdir(tmp_path)  # configs/demo.yaml and configs/demo_rules.txt are not under the cwd
+    d = Demo(replace(SMALL, out_dir=str(tmp_path / "run")))
+    assert d.recipe_path.is_file() and Path(d.recipe.prompt.rules_file).is_file()
+    assert d.recipe.data.out_dir == str((tmp_path / "run" / "data").resolve())
