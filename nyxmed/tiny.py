@@ -128,27 +128,31 @@ def pretrain(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, texts:
              batch_size: int = 8, seq_len: int = 256, lr: float = 3e-3, seed: int = 0,
              progress: bool = True) -> list[float]:
     """Full-parameter language-model training on ``texts`` (nanoGPT-style loop); returns the losses.
-    Texts are encoded by :func:`lm_sequences`.
+    Texts are encoded by :func:`lm_sequences` and batched by :func:`nyxmed.packing.length_grouped_batches`.
 
     Gives a tiny random base the vocabulary of the reports, standing in for a previous version.
+    Trains wherever ``model`` lies (CPU in the demo; a GPU for ``bench/demo_curve.py --device cuda``).
     """
     from tqdm.auto import tqdm
 
+    from nyxmed.packing import length_grouped_batches
+
     gen = torch.Generator().manual_seed(seed)
     encoded = lm_sequences(tokenizer, texts, seq_len)
+    batches = length_grouped_batches([len(e) for e in encoded], batch_size, steps, gen)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.1)
     model.train()
     losses: list[float] = []
-    for _ in tqdm(range(steps), desc="pre-train base", disable=not progress):
-        pick = torch.randint(len(encoded), (batch_size,), generator=gen).tolist()
+    for pick in tqdm(batches, desc="pre-train base", disable=not progress):
         width = max(len(encoded[i]) for i in pick)
-        ids = torch.full((batch_size, width), tokenizer.pad_token_id)
-        labels = torch.full((batch_size, width), -100)
+        ids = torch.full((len(pick), width), tokenizer.pad_token_id)
+        labels = torch.full((len(pick), width), -100)
         for row, i in enumerate(pick):
             seq = torch.tensor(encoded[i])
             ids[row, : len(seq)] = seq
             labels[row, : len(seq)] = seq
+        ids, labels = ids.to(model.device), labels.to(model.device)
         loss = model(input_ids=ids, attention_mask=(labels != -100).long(), labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -10,8 +10,17 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nyxmed.packing import (IGNORE_INDEX, PackingCollator, answer_positions, check_packing_supported,
-                            length_grouped_order, pack_indices, weighted_lm_loss)
+from nyxmed.packing import (
+    IGNORE_INDEX,
+    PackingCollator,
+    answer_logits_to_keep,
+    answer_positions,
+    check_packing_supported,
+    length_grouped_batches,
+    length_grouped_order,
+    pack_indices,
+    weighted_lm_loss,
+)
 from nyxmed.tiny import build_tiny_model
 
 TEXTS = [
@@ -83,7 +92,7 @@ def _packed(model, examples, pad_id, max_tokens=None, answer_logits_only=False):
     model.zero_grad()
     batch = PackingCollator(pad_token_id=pad_id, max_tokens=max_tokens)(examples)
     weights = batch.pop("token_weights")
-    keep = answer_positions(batch["labels"]) if answer_logits_only else 0
+    keep = answer_logits_to_keep(batch["labels"]) if answer_logits_only else 0
     inputs = {k: v for k, v in batch.items() if k != "labels"}  # as the trainer: no loss inside the model
     logits = model(**inputs, logits_to_keep=keep).logits
     s, w = weighted_lm_loss(logits, batch["labels"], weights)
@@ -136,6 +145,19 @@ def test_answer_only_logits_equal_full_logits(model, examples, tiny_tokenizer):
     assert kept.shape == (n_answer, model.config.vocab_size) and n_answer < batch["input_ids"].shape[1]
     _assert_same(_unpadded_reference(model, examples), (loss, grads))
     _assert_same(_packed(model, examples, pad)[:2], (loss, grads))
+
+
+def test_answer_logits_fall_back_to_all_positions_on_older_transformers(model, examples, tiny_tokenizer, monkeypatch):
+    """transformers releases that cannot slice by a boolean mask (5.17 on the GPU image failed with
+    'too many indices') get logits_to_keep=0: every position's logits, the same loss and gradients."""
+    from nyxmed import packing
+
+    labels = PackingCollator(pad_token_id=tiny_tokenizer.pad_token_id)(examples)["labels"]
+    assert torch.equal(answer_logits_to_keep(labels), answer_positions(labels))  # this transformers slices
+    monkeypatch.setattr(packing, "_MASK_LOGITS_TO_KEEP", False)
+    assert answer_logits_to_keep(labels) == 0
+    fallback = _packed(model, examples, tiny_tokenizer.pad_token_id, answer_logits_only=True)[:2]
+    _assert_same(_unpadded_reference(model, examples), fallback)
 
 
 def test_packed_rows_with_tail_padding_equal_padded(model, examples, tiny_tokenizer):
@@ -289,3 +311,24 @@ def test_zero3_packed_run_equals_padded_run(tiny_tokenizer, tiny_base_dir, tmp_p
     assert persistence["zero_optimization"]["stage3_param_persistence_threshold"] == 2000000
     for k in pad_w:
         torch.testing.assert_close(pk_w[k], pad_w[k], rtol=1e-4, atol=1e-6, msg=k)
+
+
+def test_length_grouped_batches_cover_each_epoch_once_and_pad_less():
+    """Each epoch visits every sequence once; grouping by length pads far less than random batches."""
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.randint(20, 240, (640,), generator=torch.Generator().manual_seed(1)).tolist()
+    batches = length_grouped_batches(lengths, 8, 200, gen)  # 2.5 epochs of 80 batches
+    assert len(batches) == 200 and all(len(b) == 8 for b in batches)
+    for epoch in range(2):
+        seen = sorted(i for b in batches[epoch * 80:(epoch + 1) * 80] for i in b)
+        assert seen == list(range(640))
+    assert batches[:80] != batches[80:160]  # a new permutation each epoch
+
+    def padded_share(bs):
+        real = sum(lengths[i] for b in bs for i in b)
+        return 1 - real / sum(len(b) * max(lengths[i] for i in b) for b in bs)
+
+    rand = torch.randperm(640, generator=torch.Generator().manual_seed(2)).view(80, 8).tolist()
+    assert padded_share(batches[:80]) < padded_share(rand) / 4
+    again = length_grouped_batches(lengths, 8, 200, torch.Generator().manual_seed(0))
+    assert again == batches

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from transformers import Trainer
 
-from nyxmed.packing import answer_positions, weighted_lm_loss
+from nyxmed.packing import answer_logits_to_keep, answer_positions, weighted_lm_loss
 
 
 class WeightedLossTrainer(Trainer):
@@ -27,7 +27,7 @@ class WeightedLossTrainer(Trainer):
         token_weights = inputs.pop("token_weights")
         labels = inputs.pop("labels")
         # logits only where the loss reads them (answer tokens): the LM head never sees the prompt
-        outputs = model(**inputs, logits_to_keep=answer_positions(labels))
+        outputs = model(**inputs, logits_to_keep=answer_logits_to_keep(labels))
         total, count = weighted_lm_loss(outputs.logits, labels, token_weights)
         if num_items_in_batch is None:  # a lone batch: normalise by its own weighted count
             loss = total / count.clamp(min=1e-12)
