@@ -461,12 +461,9 @@ def _add_demo(sub) -> None:
 
 
 def _demo(args) -> int:
-    from nyxmed.config import DemoConfig, load
-    from nyxmed.demo import run_demo
+    from nyxmed.demo import load_demo_config, run_demo
 
-    own = [o for o in args.overrides if "." not in o.partition("=")[0]] + ([f"out_dir={args.out}"] if args.out else [])
-    cfg = load(DemoConfig, args.config, own)
-    cfg.overrides += [o for o in args.overrides if "." in o.partition("=")[0]]
+    cfg = load_demo_config(args.config, args.overrides + ([f"out_dir={args.out}"] if args.out else []))
     summary = run_demo(cfg)
     if not summary["floors_met"]:
         print("the trained adapter did not reach the demo's floors (see demo_summary.json and "

@@ -62,6 +62,14 @@ def train_command(cfg: DemoConfig, recipe: Path, overrides: list[str]) -> list[s
 CHAT_SYSTEM = "You are a helpful radiology assistant."  # the stand-in's chats; never the coding prompt
 
 
+def load_demo_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> DemoConfig:
+    """Defaults, then the YAML file at ``path``, then ``key=value`` overrides: plain keys set
+    DemoConfig fields (``cases=1000``), dotted keys go to the recipe (``train.epochs=2``)."""
+    cfg = cfgmod.load(DemoConfig, path, [o for o in overrides if "." not in o.partition("=")[0]])
+    cfg.overrides += [o for o in overrides if "." in o.partition("=")[0]]
+    return cfg
+
+
 def report_questions(case) -> list[tuple[str, str]]:
     """Questions about ``case``'s report answered by copying from it: the exam performed, the impression."""
     from nyxmed.synth import EXAM_LABELS
@@ -124,15 +132,15 @@ def tokenizer_corpus(cfg: DemoConfig, cases, rules: str) -> list[str]:
             + [SYSTEM_PROMPT, wording] + [icd_candidate_line(code) for code in pool])
 
 
-def build_base(cfg: DemoConfig, cases, rules: str, progress: bool = True):
+def build_base(cfg: DemoConfig, cases, rules: str, progress: bool = True, device: str = "cpu"):
     """The demo's tokenizer (:func:`tokenizer_corpus`) and tiny base pre-trained on
-    :func:`pretraining_texts`; returns ``(model, tokenizer, pre-training losses)``."""
+    :func:`pretraining_texts` on ``device``; returns ``(model, tokenizer, pre-training losses)``."""
     from nyxmed.tiny import build_tiny_model, build_tokenizer, pretrain
 
     tokenizer = build_tokenizer(tokenizer_corpus(cfg, cases, rules), vocab_size=cfg.vocab_size,
                                 split=cfg.tokenizer_split)
     model = build_tiny_model(tokenizer, seed=cfg.seed, hidden_size=cfg.hidden_size, layers=cfg.layers,
-                             heads=cfg.heads, kv_heads=cfg.kv_heads, intermediate_size=cfg.intermediate_size)
+                             heads=cfg.heads, kv_heads=cfg.kv_heads, intermediate_size=cfg.intermediate_size).to(device)
     texts = pretraining_texts(cfg.pretrain_cases, cfg.seed + 1, cfg.pretrain_chat_share, tokenizer)
     losses = pretrain(model, tokenizer, texts, cfg.pretrain_steps,
                       cfg.pretrain_batch, cfg.pretrain_seq, cfg.pretrain_lr, seed=cfg.seed, progress=progress)

@@ -56,11 +56,13 @@ def test_demo_curve_reports_a_scored_curve(tmp_path):
     """bench/demo_curve.py: the demo's base and data, LoRA steps, and production-scored evaluations."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, str(BENCH.with_name("demo_curve.py")), "--steps", "2", "--eval-every", "1",
-                           "--eval-n", "4", "--threads", "1", "--workdir", str(tmp_path)],
+                           "--eval-n", "4", "--threads", "1", "--workdir", str(tmp_path), "pretrain_steps=30",
+                           "train.learning_rate=0.004"],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)
-    assert result["mode"] == "lora r=64" and result["eval_records"] == 4
+    assert result["mode"] == "lora r=64" and result["eval_records"] == 4 and result["device"] == "cpu"
+    assert result["pretrain"]["steps"] == 30 and result["lr"] == 0.004  # the overrides reached the demo and recipe
     assert [p["step"] for p in result["curve"]] == [0, 1, 2]
     for point in result["curve"]:
         for key in ("cpt_exact", "icd_root_overlap", "parse_failure_rate"):
