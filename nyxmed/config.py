@@ -188,10 +188,11 @@ class DemoConfig:
     intermediate_size: int = 384
     # Full pre-training of the base, standing in for the previous version, on a separate synthetic set
     # (seed + 1): coded reports ("<report>\nCodes: <code line>") and, a pretrain_chat_share of them,
-    # chats about a report (which exam, what impression); never a coding chat.
+    # chats about a report (which exam, what impression); never a coding chat. A pre-training step
+    # costs a fifth of a LoRA step on the CPU, so most of the budget goes here (docs/performance.md).
     pretrain_cases: int = 3000
-    pretrain_chat_share: float = 0.5
-    pretrain_steps: int = 200
+    pretrain_chat_share: float = 0.25
+    pretrain_steps: int = 1000
     pretrain_batch: int = 8
     pretrain_seq: int = 384  # a report and its code line fit
     pretrain_lr: float = 3e-3

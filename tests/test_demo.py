@@ -13,10 +13,11 @@ from nyxmed.config import DemoConfig, EvalConfig
 
 pytestmark = pytest.mark.slow
 
-SMALL = DemoConfig(cases=500, pretrain_steps=150, benchmark_n=40, eval_batch_size=20, tokenizer_texts=500,
+# The demo's base (its pre-training is most of the fixture's time) with fewer demo cases: a LoRA epoch of
+# ~48 steps and a 40-record benchmark.
+SMALL = DemoConfig(cases=500, benchmark_n=40, eval_batch_size=20, tokenizer_texts=500,
                    overrides=["data.heldout_size=90", "data.val_size=24", "train.eval_steps=20",
-                              "train.save_steps=20", "train.epochs=1", "train.max_steps=-1",
-                              "train.learning_rate=5e-3"])
+                              "train.save_steps=20", "train.epochs=1", "train.max_steps=-1"])
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,7 @@ def test_every_artifact_exists_and_loads(demo):
 
 
 def test_trained_adapter_beats_the_untrained_base(demo):
-    """At CI size the clear, reliable gain is in the likelihood of the gold code line on held-out records."""
+    """The benchmark metrics and the likelihood of the gold code line on held-out records."""
     from datasets import load_from_disk
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -87,12 +88,17 @@ def test_trained_adapter_beats_the_untrained_base(demo):
     base_nll = _answer_nll(base, heldout)
     adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(d.out / "base"), d.out / "adapter").eval()
     adapter_nll = _answer_nll(adapted, heldout)
-    # every gold answer token at least e^0.8 = 2.2x likelier on average (measured: 3.81 -> 2.24 nats)
-    assert adapter_nll < base_nll - 0.8, (base_nll, adapter_nll)
-    before = _metrics(d.out / "eval_base")
-    # the base was pre-trained on coded reports and report chats, never on coding in a chat: near 0 at
-    # the assistant turn (on 40 records one chance hit is 0.025; measured 0.000 / 0.100)
-    assert before["cpt_exact"] <= 0.1 and before["icd_root_overlap"] <= 0.15, before
+    # every gold answer token at least e^2 = 7.4x likelier on average (measured: 4.13 -> 0.47 nats)
+    assert adapter_nll < base_nll - 2.0, (base_nll, adapter_nll)
+    before, after = _metrics(d.out / "eval_base"), _metrics(d.out / "eval_adapter")
+    # the base was pre-trained on coded reports and report chats, never on coding in a chat: it mostly
+    # answers in prose at the assistant turn (measured on these 40 records: 0.150 / 0.075, parse
+    # failures 0.675; on the demo's 200: 0.010 / 0.120)
+    assert before["cpt_exact"] <= 0.25 and before["icd_root_overlap"] <= 0.25, before
+    # measured 0.150 -> 0.825 and 0.075 -> 0.700 (the demo's floors are 0.6 and 0.5 on 200 records)
+    assert after["cpt_exact"] - before["cpt_exact"] >= 0.35, (before, after)
+    assert after["icd_root_overlap"] - before["icd_root_overlap"] >= 0.35, (before, after)
+    assert after["parse_failure_rate"] <= 0.05, after
 
 
 def test_merged_model_writes_what_base_plus_adapter_writes(demo, tmp_path):
@@ -165,3 +171,20 @@ def test_demo_finds_its_recipe_and_rules_file_from_any_directory(tmp_path, monke
     d = Demo(replace(SMALL, out_dir=str(tmp_path / "run")))
     assert d.recipe_path.is_file() and Path(d.recipe.prompt.rules_file).is_file()
     assert d.recipe.data.out_dir == str((tmp_path / "run" / "data").resolve())
+
+
+def test_demo_config_overrides_split_between_demo_fields_and_the_recipe(tmp_path):
+    """`nyxmed demo` and bench/demo_curve.py: plain keys set DemoConfig, dotted keys go to the recipe."""
+    from nyxmed.config import ConfigError
+    from nyxmed.demo import Demo, load_demo_config
+
+    yaml_file = tmp_path / "demo.yaml"
+    yaml_file.write_text("cases: 900\npretrain_steps: 40\n")
+    cfg = load_demo_config(str(yaml_file), ["pretrain_steps=70", "train.learning_rate=0.01", "lora.r=16",
+                                            f"out_dir={tmp_path / 'run'}"])
+    assert (cfg.cases, cfg.pretrain_steps) == (900, 70)  # file over defaults, overrides over the file
+    assert cfg.overrides == ["train.learning_rate=0.01", "lora.r=16"]
+    recipe = Demo(cfg).recipe
+    assert recipe.train.learning_rate == 0.01 and recipe.lora.r == 16
+    with pytest.raises(ConfigError, match="pretrain_stepz"):
+        load_demo_config(None, ["pretrain_stepz=3"])
