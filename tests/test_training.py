@@ -319,3 +319,27 @@ def test_deepspeed_zero3_early_stopping_kill_and_resume(tiny_base_dir, unrelated
     assert (resumed["global_step"], resumed["best_step"]) == (metrics["global_step"], metrics["best_step"])
     assert [p["step"] for p in resumed["eval_loss_curve"]] == [p["step"] for p in curve]
     assert _same(_adapter(cut), saved, atol=1e-6)
+
+
+def test_early_stopping_ignores_the_final_re_measure():
+    """trainer.evaluate(metric_key_prefix="final_eval") after training neither counts towards patience
+    nor logs transformers' "early stopping is disabled" warning; eval_loss evaluations still stop."""
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+    from transformers.testing_utils import CaptureLogger
+    from transformers.utils import logging as hf_logging
+
+    from nyxmed.training.callbacks import StopRecordingEarlyStopping
+
+    args = TrainingArguments(output_dir="unused", metric_for_best_model="eval_loss", greater_is_better=False,
+                             load_best_model_at_end=True, eval_strategy="steps", save_strategy="steps", report_to=[])
+    early, state, control = StopRecordingEarlyStopping(1, 0.0), TrainerState(), TrainerControl()
+    early.on_train_begin(args, state, control)
+    with CaptureLogger(hf_logging.get_logger("transformers.trainer_callback")) as captured:
+        for loss in (1.0, 0.9):  # improving; the Trainer records the best after each evaluation
+            early.on_evaluate(args, state, control, {"eval_loss": loss})
+            state.best_metric = loss
+        early.on_evaluate(args, state, control, {"final_eval_loss": 5.0})
+    assert "early stopping is disabled" not in captured.out
+    assert early.early_stopping_patience_counter == 0 and not control.should_training_stop
+    early.on_evaluate(args, state, control, {"eval_loss": 1.2})  # worse than the best: patience 1 runs out
+    assert control.should_training_stop and early.stopped

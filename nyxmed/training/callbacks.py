@@ -74,13 +74,17 @@ class FrozenEpochCallback(TrainerCallback):
 
 
 class StopRecordingEarlyStopping(EarlyStoppingCallback):
-    """Early stopping that remembers whether it ended the run (for the stop reason)."""
+    """Early stopping that remembers whether it ended the run (for the stop reason) and leaves alone
+    evaluations under another prefix (the re-measure after training, ``final_eval_*``), for which
+    transformers' callback would log that early stopping "is disabled"."""
 
     stopped = False
 
     def on_evaluate(self, args, state, control, metrics, **kwargs):
+        if "eval_loss" not in metrics:
+            return
         super().on_evaluate(args, state, control, metrics, **kwargs)
-        if "eval_loss" in metrics and control.should_training_stop and self.early_stopping_patience_counter >= self.early_stopping_patience:
+        if control.should_training_stop and self.early_stopping_patience_counter >= self.early_stopping_patience:
             self.stopped = True
 
 
