@@ -129,7 +129,8 @@ def main() -> None:
             print(json.dumps(curve[-1]), flush=True, file=sys.stderr)
     train_s = time.time() - t_train - eval_s
     print(json.dumps({
-        "bench": "demo_curve", "device": args.device, "overrides": args.overrides, "mode": "full" if args.full else f"lora r={recipe.lora.r}", "lr": lr,
+        "bench": "demo_curve", "device": args.device, "overrides": args.overrides,
+        "mode": "full" if args.full else f"lora r={recipe.lora.r}", "lr": lr,
         "threads": args.threads, "batch": args.batch, "train_examples": len(train),
         "prompt_tokens_mean": data.manifest["token_lengths"]["train"]["mean"],
         "pretrain": {"steps": demo.pretrain_steps, "seconds": round(pretrain_s, 1),

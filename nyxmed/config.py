@@ -189,7 +189,7 @@ class DemoConfig:
     # Full pre-training of the base, standing in for the previous version, on a separate synthetic set
     # (seed + 1): coded reports ("<report>\nCodes: <code line>") and, a pretrain_chat_share of them,
     # chats about a report (which exam, what impression); never a coding chat. A pre-training step
-    # costs a fifth of a LoRA step on the CPU, so most of the budget goes here (docs/performance.md).
+    # costs a sixth of a LoRA step on the CPU, so most of the budget goes here (docs/performance.md).
     pretrain_cases: int = 3000
     pretrain_chat_share: float = 0.25
     pretrain_steps: int = 1000

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import torch
-from transformers import DataCollatorWithFlattening
+from transformers import DataCollatorWithFlattening, modeling_utils
 
 IGNORE_INDEX = -100
 # Attention implementations whose masks honour packed position_ids in transformers 5.
@@ -72,6 +72,8 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, steps: int, 
     mega-batches of ``group`` batches, each ordered by :func:`length_grouped_order` and split into
     batches taken in a random order, so a batch pads little (transformers' ``group_by_length``; a
     quarter of the demo's pre-training tokens were padding with random batches)."""
+    if steps > 0 and not lengths:
+        raise ValueError("length_grouped_batches: no sequences to draw batches from")
     batches: list[list[int]] = []
     while len(batches) < steps:
         order = torch.randperm(len(lengths), generator=gen).tolist()
@@ -165,13 +167,7 @@ def answer_logits_to_keep(labels: torch.Tensor) -> torch.Tensor | int:
     return answer_positions(labels) if _MASK_LOGITS_TO_KEEP else 0
 
 
-def _slices_by_mask() -> bool:
-    from transformers import modeling_utils
-
-    return hasattr(modeling_utils, "slice_logits_to_keep")
-
-
-_MASK_LOGITS_TO_KEEP = _slices_by_mask()
+_MASK_LOGITS_TO_KEEP = hasattr(modeling_utils, "slice_logits_to_keep")
 
 
 def weighted_lm_loss(logits: torch.Tensor, labels: torch.Tensor,

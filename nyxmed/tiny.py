@@ -14,6 +14,8 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from nyxmed.packing import length_grouped_batches
+
 BOS, EOS, EOT = "<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"
 HEADER_START, HEADER_END = "<|start_header_id|>", "<|end_header_id|>"
 PAD = "<|finetune_right_pad_id|>"
@@ -134,8 +136,6 @@ def pretrain(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, texts:
     Trains wherever ``model`` lies (CPU in the demo; a GPU for ``bench/demo_curve.py --device cuda``).
     """
     from tqdm.auto import tqdm
-
-    from nyxmed.packing import length_grouped_batches
 
     gen = torch.Generator().manual_seed(seed)
     encoded = lm_sequences(tokenizer, texts, seq_len)

@@ -332,3 +332,5 @@ def test_length_grouped_batches_cover_each_epoch_once_and_pad_less():
     assert padded_share(batches[:80]) < padded_share(rand) / 4
     again = length_grouped_batches(lengths, 8, 200, torch.Generator().manual_seed(0))
     assert again == batches
+    with pytest.raises(ValueError, match="no sequences"):  # not an endless loop
+        length_grouped_batches([], 8, 1, torch.Generator())
