@@ -55,7 +55,7 @@ def main() -> None:
     from nyxmed.dataset import build_dataset
     from nyxmed.demo import Demo, build_base, load_demo_config
     from nyxmed.generation import Chat, TransformersGenerator
-    from nyxmed.packing import answer_logits_to_keep, weighted_lm_loss
+    from nyxmed.training.loss import answer_logits_to_keep, weighted_lm_loss
     from nyxmed.prompts import load_rules
     from nyxmed.synth import generate_cases
     from nyxmed.training.batching import PaddedCollator

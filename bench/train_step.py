@@ -5,13 +5,13 @@
     python bench/train_step.py --compare [--n 64]       # padded micro-batch 1 vs packed rows, same data
 
 The model is random (built from LlamaConfig, nothing downloaded); speed and memory depend only on the
-shapes. The loss is the trainer's weighted answer-token loss (nyxmed.packing.weighted_lm_loss).
+shapes. The loss is the trainer's weighted answer-token loss (nyxmed.training.loss.weighted_lm_loss).
 
 --compare runs both recipes over the SAME examples (lengths from --dataset's train split, else a
 log-normal clipped to the cap; weight 3 on every fifth), each in its own subprocess so its peak
 memory is its own, with identical weights (same seed): forward + backward of every micro-batch, one
 AdamW step at the end. "padded" is V17's baseline (micro-batch 1: one example per forward, so no
-pad tokens); "packed" puts several examples in one padding-free row (nyxmed.packing.PackingCollator,
+pad tokens); "packed" puts several examples in one padding-free row (nyxmed.training.packing.PackingCollator,
 rows planned by pack_indices up to --max-tokens). The two weighted losses must agree.
 
 MFU = model FLOPs / wall time / peak FLOP/s (--peak-tflops; default 989 on CUDA, the H100/H200 bf16
@@ -43,7 +43,8 @@ from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from nyxmed.config import LoraSettings
-from nyxmed.packing import IGNORE_INDEX, PackingCollator, pack_indices, weighted_lm_loss
+from nyxmed.training.loss import IGNORE_INDEX, weighted_lm_loss
+from nyxmed.training.packing import PackingCollator, pack_indices
 
 # Real Llama-3 shapes; "tiny" matches nyxmed.tiny's defaults with a 512-token vocabulary.
 DIMS = {

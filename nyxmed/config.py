@@ -8,10 +8,7 @@ field's type. Unknown keys are errors that name the key.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import functools
 import os
-import tempfile
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,10 +17,13 @@ from typing import Any, TypeVar
 
 import yaml
 
+from nyxmed.errors import UsageError
+from nyxmed.io import write_atomic
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """A bad config key or value; the message names the key."""
 
 
@@ -135,7 +135,7 @@ class TrainConfig:
     # kernels, and ZeRO-3 knobs written over the DeepSpeed JSON (null = keep the JSON's value).
     packing: bool = False
     packing_max_tokens: int | None = None  # None = the whole micro-batch in one row
-    use_liger: bool = False  # Liger Kernel fused RMSNorm/SwiGLU/RoPE (GPU; nyxmed.kernels)
+    use_liger: bool = False  # Liger Kernel fused RMSNorm/SwiGLU/RoPE (GPU; nyxmed.training.kernels)
     zero3_prefetch_bucket_size: int | None = None
     zero3_max_live_parameters: int | None = None
     zero3_max_reuse_distance: int | None = None
@@ -341,38 +341,3 @@ def save(obj: Any, path: str | os.PathLike) -> Path:
     """Write the fully resolved config as YAML, atomically."""
     text = yaml.safe_dump(to_dict(obj), sort_keys=False)
     return write_atomic(path, text)
-
-
-@functools.lru_cache(maxsize=1)  # read once: os.umask can only be read by setting it
-def _file_mode() -> int:
-    """The mode ``open()`` would give a new file under the process umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
-    """Hex sha256 of one file, streamed (artifact checksums everywhere use this)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
-    """Write a file via a temp file in the same folder and rename, so readers never see half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, _file_mode())  # mkstemp makes 0600 files; artifacts are read by other users
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

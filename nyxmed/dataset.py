@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -28,7 +26,8 @@ from nyxmed.cases import Case
 from nyxmed.codes import cpt as cpt_codes
 from nyxmed.composition import (ROLES, SPLITS, assign_role, check_disjoint, load_previous_training,
                                 remove_duplicates, role_weight, split_by_group)
-from nyxmed.config import Recipe, sha256_file, to_dict, write_atomic
+from nyxmed.config import Recipe, to_dict
+from nyxmed.io import atomic_dir, sha256_file, utc_now, write_atomic
 from nyxmed.retrieval import neardup
 from nyxmed.retrieval.candidates import CodeIncidence, widen
 from nyxmed.retrieval.leakage import LAYERS, Fingerprints
@@ -357,14 +356,9 @@ def _save_dataset(tables: dict[str, pa.Table], out_dir: Path):
     from datasets import Dataset, DatasetDict
 
     dd = DatasetDict({name: Dataset(table) for name, table in tables.items()})
-    tmp = out_dir / f".dataset.{os.getpid()}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    dd.save_to_disk(str(tmp))
-    final, old = out_dir / "dataset", out_dir / f".dataset.{os.getpid()}.old"
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+    final = out_dir / "dataset"
+    with atomic_dir(final) as tmp:
+        dd.save_to_disk(str(tmp))
     return DatasetDict.load_from_disk(str(final))
 
 
@@ -529,7 +523,7 @@ def build_dataset(recipe: Recipe, tokenizer, cases: Sequence[Case] | None = None
     n_hits = max(candidate_hits["n"], 1)
     manifest = {
         "name": recipe.name,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "created": utc_now(),
         "build_seconds": round(time.time() - started, 2),
         "sources": found.sources,
         "config": {"data": to_dict(dcfg), "retrieval": to_dict(rcfg), "prompt": to_dict(pcfg)},

@@ -27,6 +27,7 @@ from rich.table import Table
 
 from nyxmed import config as cfgmod
 from nyxmed.config import DemoConfig, EvalConfig
+from nyxmed.io import write_atomic
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 FLOORS = {"cpt_exact": 0.6, "icd_root_overlap": 0.5}  # what the trained adapter must reach (issue 7)
@@ -305,7 +306,7 @@ class Demo:
         summary = {"seconds": total, "timings": self.timings, "metrics": {k: metrics[k] for k in FLOORS},
                    "floors_met": all(metrics[k] >= v for k, v in FLOORS.items()),
                    "artifacts": {k: str(v) for k, v in self.artifacts.items()}}
-        cfgmod.write_atomic(self.out / "demo_summary.json", json.dumps(summary, indent=2))
+        write_atomic(self.out / "demo_summary.json", json.dumps(summary, indent=2))
         return summary
 
 

@@ -7,7 +7,6 @@ Every number comes from :mod:`nyxmed.metrics`.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import io
 import json
@@ -23,7 +22,8 @@ from tqdm.auto import tqdm
 from nyxmed import metrics
 from nyxmed.codeline import CodeLine, parse
 from nyxmed.codes import cpt as cpt_codes
-from nyxmed.config import EvalConfig, write_atomic
+from nyxmed.config import EvalConfig
+from nyxmed.io import markdown_table, utc_now, write_atomic
 
 PREDICTIONS, METRICS, REPORT, CHART = "predictions.jsonl", "metrics.json", "report.md", "metrics.png"
 GROUPS = ("modality", "subsection")
@@ -112,7 +112,7 @@ def create_benchmark(data: str | Path, out: str | Path, pool: str = "heldout", n
     records = [{"id": g.id, "record_hash": g.record_hash} for g in sorted(gold, key=lambda g: g.id) if g.id in chosen]
     manifest = {
         "name": name or out.stem, "pool": pool, "seed": seed, "requested_n": n, "n": len(records),
-        "source": str(data), "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "source": str(data), "created_at": utc_now(),
         "records": records,
     }
     manifest["manifest_hash"] = manifest_hash(records)
@@ -219,7 +219,7 @@ def evaluate_model(cfg: EvalConfig, generator=None) -> dict:
                  "max_new_tokens": cfg.max_new_tokens, "generation_seconds": round(seconds, 3),
                  "records_per_s": len(gold) / seconds if seconds else None,
                  "generated_tokens": tokens, "tokens_per_s": tokens / seconds if seconds else None,
-                 "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+                 "created_at": utc_now()})
     return write_run(cfg.out_dir, gold, {g.id: x.text for g, x in zip(gold, gens)}, info, cfg,
                      {g.id: x.new_tokens for g, x in zip(gold, gens)})
 
@@ -265,7 +265,7 @@ def rescore(cfg: EvalConfig) -> dict:
             raise ValueError(f"{cfg.predictions}: {len(unknown)} id(s) not in the gold {cfg.gold}: {unknown[:20]}")
         gold = [g for g in gold if g.id in outputs]
     info.update({"predictions": str(cfg.predictions),
-                 "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+                 "created_at": utc_now()})
     return write_run(cfg.out_dir, gold, outputs, info, cfg)
 
 
@@ -322,9 +322,7 @@ def _fmt(v: Any) -> str:
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    return markdown_table(header, ([_fmt(c) for c in row] for row in rows)) + "\n"
 
 
 def report_markdown(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], examples: int = 5) -> str:

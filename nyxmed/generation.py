@@ -19,7 +19,7 @@ from typing import Protocol, Sequence
 
 from tqdm.auto import tqdm
 
-from nyxmed.packing import length_grouped_order
+from nyxmed.training.batching import length_grouped_order
 from nyxmed.prompts import render_prompt  # the one prompt path, shared with training
 
 END_OF_TURN = "<|eot_id|>"

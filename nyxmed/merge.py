@@ -13,8 +13,6 @@ import json
 import logging
 import os
 import re
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +20,7 @@ from typing import Any
 
 import torch
 
-from nyxmed.config import sha256_file, write_atomic
+from nyxmed.io import atomic_dir, sha256_file, utc_now, write_json
 
 log = logging.getLogger(__name__)
 
@@ -377,7 +375,7 @@ def merge_adapter(base: str, adapter: str | os.PathLike, out: str | os.PathLike,
         "verification": {**check.__dict__, "mismatched_probes": list(check.mismatched_probes), "ok": check.ok,
                          "max_new_tokens": max_new_tokens, "probe_source": str(probes) if probes else "builtin"},
         "versions": _library_versions(),
-        "merged_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "merged_at": utc_now(),
         "seconds": round(time.time() - t0, 2),
     }
     _save_merged(merged, tokenizer, out, manifest, max_shard_size, overwrite)
@@ -387,19 +385,12 @@ def merge_adapter(base: str, adapter: str | os.PathLike, out: str | os.PathLike,
 def _save_merged(model, tokenizer, out: Path, manifest: dict[str, Any], max_shard_size: str | int,
                  overwrite: bool) -> None:
     """Write everything into a sibling temp folder, then rename it into place (readers never see half)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
-        model.save_pretrained(tmp, max_shard_size=max_shard_size)
-        tokenizer.save_pretrained(tmp)
-        files = sorted(p for p in tmp.iterdir() if p.is_file())
-        manifest["files"] = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in files}
-        write_atomic(tmp / MANIFEST, json.dumps(manifest, indent=2) + "\n")
-        if out.exists():
-            if not overwrite:
-                raise MergeError(f"--out {out}: appeared while merging; not replacing it")
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with atomic_dir(out, replace=overwrite) as tmp:
+            model.save_pretrained(tmp, max_shard_size=max_shard_size)
+            tokenizer.save_pretrained(tmp)
+            files = sorted(p for p in tmp.iterdir() if p.is_file())
+            manifest["files"] = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in files}
+            write_json(tmp / MANIFEST, manifest)
+    except FileExistsError as exc:
+        raise MergeError(f"--out {out}: appeared while merging; not replacing it") from exc

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from nyxmed.cases import CODE_FIELDS, META_FIELDS, TEXT_FIELDS, Case, InvalidCase, case_from_record
 from nyxmed.codes.cpt import CptTable
-from nyxmed.config import write_atomic
+from nyxmed.io import write_atomic
 
 RECORD_FIELDS: tuple[str, ...] = ("id", *TEXT_FIELDS, *CODE_FIELDS, "original_codes", *META_FIELDS, "meta")
 FIELDS: frozenset[str] = frozenset((*RECORD_FIELDS, "codes"))  # `codes` replaces cpt/modifiers/icd

@@ -14,7 +14,7 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from nyxmed.packing import length_grouped_batches
+from nyxmed.training.batching import length_grouped_batches
 
 BOS, EOS, EOT = "<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"
 HEADER_START, HEADER_END = "<|start_header_id|>", "<|end_header_id|>"
@@ -130,7 +130,7 @@ def pretrain(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, texts:
              batch_size: int = 8, seq_len: int = 256, lr: float = 3e-3, seed: int = 0,
              progress: bool = True) -> list[float]:
     """Full-parameter language-model training on ``texts`` (nanoGPT-style loop); returns the losses.
-    Texts are encoded by :func:`lm_sequences` and batched by :func:`nyxmed.packing.length_grouped_batches`.
+    Texts are encoded by :func:`lm_sequences` and batched by :func:`nyxmed.training.batching.length_grouped_batches`.
 
     Gives a tiny random base the vocabulary of the reports, standing in for a previous version.
     Trains wherever ``model`` lies (CPU in the demo; a GPU for ``bench/demo_curve.py --device cuda``).

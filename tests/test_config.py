@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from nyxmed import config
-from nyxmed.config import ConfigError, DataConfig, Recipe, TrainConfig, load, load_recipe, save, write_atomic
+from nyxmed.config import ConfigError, DataConfig, Recipe, TrainConfig, load, load_recipe, save
+from nyxmed.io import write_atomic
 
 
 def _yaml(tmp_path: Path, text: str) -> Path:

@@ -97,7 +97,8 @@ def test_labels_cover_exactly_the_answer_tokens(built, tiny_tokenizer):
 def test_specificity_pairs_weigh_three_times_in_the_loss(built, tiny_tokenizer):
     import torch
 
-    from nyxmed.packing import PackingCollator, weighted_lm_loss
+    from nyxmed.training.loss import weighted_lm_loss
+    from nyxmed.training.packing import PackingCollator
     from nyxmed.tiny import build_tiny_model
 
     result, cases = built

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from nyxmed.config import TrainConfig, load_recipe
-from nyxmed.kernels import KernelsUnavailable, apply_liger
+from nyxmed.training.kernels import KernelsUnavailable, apply_liger
 
 
 def test_off_by_default_leaves_model_alone(tiny_base_dir):

@@ -10,17 +10,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nyxmed.packing import (
-    IGNORE_INDEX,
-    PackingCollator,
-    answer_logits_to_keep,
-    answer_positions,
-    check_packing_supported,
-    length_grouped_batches,
-    length_grouped_order,
-    pack_indices,
-    weighted_lm_loss,
-)
+
+from nyxmed.training.batching import length_grouped_batches, length_grouped_order
+from nyxmed.training.loss import IGNORE_INDEX, answer_logits_to_keep, answer_positions, weighted_lm_loss
+from nyxmed.training.packing import PackingCollator, check_packing_supported, pack_indices
 from nyxmed.tiny import build_tiny_model
 
 TEXTS = [
@@ -150,7 +143,7 @@ def test_answer_only_logits_equal_full_logits(model, examples, tiny_tokenizer):
 def test_answer_logits_fall_back_to_all_positions_on_older_transformers(model, examples, tiny_tokenizer, monkeypatch):
     """transformers releases that cannot slice by a boolean mask (5.17 on the GPU image failed with
     'too many indices') get logits_to_keep=0: every position's logits, the same loss and gradients."""
-    from nyxmed import packing
+    from nyxmed.training import loss as packing
 
     labels = PackingCollator(pad_token_id=tiny_tokenizer.pad_token_id)(examples)["labels"]
     assert torch.equal(answer_logits_to_keep(labels), answer_positions(labels))  # this transformers slices

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import random
 
-import numpy as np
 import pytest
 
 from nyxmed import prompts

@@ -17,7 +17,8 @@ from datasets import load_from_disk
 from safetensors.torch import load_file, save_file
 
 from nyxmed.config import load_recipe
-from nyxmed.packing import IGNORE_INDEX, weighted_lm_loss
+from nyxmed.training.loss import IGNORE_INDEX, weighted_lm_loss
+from nyxmed.io import sha256_file
 from nyxmed.training import artifacts
 from nyxmed.training.batching import PaddedCollator, load_training_splits
 from nyxmed.training.loss import WeightedLossTrainer
@@ -106,7 +107,7 @@ def _check_finished_folder(out: Path, lora_r: int) -> dict:
     """The artifacts every finished run has; returns training_metrics.json."""
     complete = json.loads((out / artifacts.COMPLETE).read_text())
     for name, digest in complete["sha256"].items():
-        assert artifacts.sha256_file(out / name) == digest, name
+        assert sha256_file(out / name) == digest, name
     for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "training_metrics.json",
                  "config.yaml", "loss_curves.png"):
         assert name in complete["sha256"], name
@@ -237,7 +238,7 @@ def test_single_process_run_without_deepspeed(tiny_base_dir, data_dir, tmp_path)
     assert metrics["world_size"] == 1 and metrics["effective_batch_size"] == 2
     assert metrics["tokens_seen"] > 0 and metrics["tokens_per_second"] > 0 and metrics["peak_memory_rank0"]["bytes"] > 0
     manifest = data_dir.parent / "manifest.json"
-    assert metrics["dataset"]["manifest_sha256"] == artifacts.sha256_file(manifest)
+    assert metrics["dataset"]["manifest_sha256"] == sha256_file(manifest)
     assert len(metrics["git"]["commit"]) == 40
     assert [p["step"] for p in metrics["eval_loss_curve"]] == [3, 6, 8, 9, 12, 15, 16]
     best = min(metrics["eval_loss_curve"], key=lambda p: p["eval_loss"])
@@ -249,7 +250,7 @@ def test_single_process_run_without_deepspeed(tiny_base_dir, data_dir, tmp_path)
         assert (frozen["epoch"], frozen["step"]) == (epoch, step)
         assert frozen["eval_loss"] == next(p["eval_loss"] for p in metrics["eval_loss_curve"] if p["step"] == step)
         for name, digest in frozen["sha256"].items():
-            assert artifacts.sha256_file(folder / name) == digest
+            assert sha256_file(folder / name) == digest
         assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json"} <= set(frozen["sha256"])
         # Self-contained: the frozen adapter alone reproduces the eval loss it recorded.
         assert _eval_loss(_base_and_adapter(tiny_base_dir, folder), data_dir, 1) == pytest.approx(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict
 
-from nyxmed.packing import IGNORE_INDEX
+from nyxmed.training.loss import IGNORE_INDEX
 
 EXAMS = ["CT abdomen pelvis with contrast", "MRI brain without contrast", "ultrasound duplex venous lower extremity",
          "chest radiograph two views", "MRI knee left", "CT chest without contrast", "ultrasound abdomen",

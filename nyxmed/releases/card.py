@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
+
+from nyxmed.io import markdown_table
 
 # Metrics in the order a reader wants them; other numeric top-level keys of metrics.json follow.
 HEADLINE = ("all_three_exact", "cpt_exact", "cpt_primary", "modifier_exact", "icd_exact", "icd_any_overlap",
@@ -50,12 +52,6 @@ def _ci(value: Any) -> str:
     return "–"
 
 
-def _table(head: list[str], rows: Iterable[Iterable[str]]) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def _metric_names(metrics: dict[str, Any]) -> list[str]:
     rest = sorted(k for k, v in metrics.items() if k not in HEADLINE and _num(v) is not None and _NAME.match(k))
     return [k for k in HEADLINE if _num(metrics.get(k)) is not None] + [k for k in rest if k != "n"]
@@ -71,7 +67,7 @@ def evaluation_section(metrics: dict[str, Any]) -> str:
     note = f"Records scored: {_fmt(metrics.get('n'))}."
     if _num(boot.get("resamples")) is not None:
         note += f" 95% CIs: percentile bootstrap, {_fmt(boot['resamples'])} resamples over records."
-    return note + "\n\n" + _table(["metric", "value", "95% CI"], rows)
+    return note + "\n\n" + markdown_table(["metric", "value", "95% CI"], rows)
 
 
 def comparison_section(compare: dict[str, Any], previous: str | None, version: str) -> str:
@@ -89,7 +85,7 @@ def comparison_section(compare: dict[str, Any], previous: str | None, version: s
     prev = previous or "previous version"
     return (f"## Comparison with {prev}\n\nSame records scored for both (n = {_fmt(compare.get('n'))}); "
             f"paired bootstrap CI of the difference; McNemar exact test for exact-match metrics.\n\n"
-            + _table(["metric", prev, version, "difference", "95% CI", "McNemar p"], rows))
+            + markdown_table(["metric", prev, version, "difference", "95% CI", "McNemar p"], rows))
 
 
 def training_section(config: dict[str, Any], training: dict[str, Any]) -> str:
@@ -108,10 +104,10 @@ def training_section(config: dict[str, Any], training: dict[str, Any]) -> str:
         ("stop reason", str(training.get("stop_reason")) if _NAME.match(str(training.get("stop_reason"))) else "–"),
         ("tokens seen", _fmt(training.get("tokens_seen"))),
     ]
-    out = "## Training\n\n" + _table(["", ""], facts)
+    out = "## Training\n\n" + markdown_table(["", ""], facts)
     curve = [r for r in training.get("eval_loss_curve", []) if isinstance(r, dict)]
     if curve:
-        out += "\n\nEvaluation loss during training:\n\n" + _table(
+        out += "\n\nEvaluation loss during training:\n\n" + markdown_table(
             ["step", "eval loss"], ((_fmt(r.get("step")), _fmt(r.get("eval_loss"))) for r in curve))
     return out
 
@@ -131,7 +127,7 @@ def data_section(manifest: dict[str, Any]) -> str:
             f"Input {_fmt(counts.get('input'))}, after de-duplication {_fmt(counts.get('after_dedup'))} "
             f"({_fmt(dup.get('exact'))} exact and {_fmt(dup.get('near'))} near duplicates removed), "
             f"dropped as too long {_fmt(counts.get('too_long_dropped'))}. Loss weight of specificity pairs: "
-            f"{_fmt(weights.get('specificity'))}.\n\n" + _table(["role", *splits], rows))
+            f"{_fmt(weights.get('specificity'))}.\n\n" + markdown_table(["role", *splits], rows))
 
 
 def build_card(*, repo_id: str | None, version: str, kind: str, base_model: str | None, license: str,

@@ -15,22 +15,17 @@ import os
 import shutil
 import socket
 import tempfile
-import time
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from nyxmed.config import write_atomic
+from nyxmed.io import utc_now, write_atomic
 from nyxmed.releases.staging import RELEASE_FILE, ReleaseError, Staged, check_version, file_entry, verify_folder
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
 def history_entry(action: str, version: str | None, previous: str | None, **extra: Any) -> dict[str, Any]:
-    return {"at": _now(), "action": action, "version": version, "previous": previous,
+    return {"at": utc_now(), "action": action, "version": version, "previous": previous,
             "user": getpass.getuser(), "host": socket.gethostname(), **extra}
 
 

@@ -14,14 +14,13 @@ import json
 import os
 import re
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from nyxmed.config import write_atomic
+from nyxmed.io import utc_now, write_atomic
 
 RELEASE_FILE = "release.json"
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
@@ -177,7 +176,7 @@ def stage(path: str | os.PathLike, version: str, out: str | os.PathLike, extra: 
     if card is not None:
         write_atomic(out / "README.md", card)
     files = {p.name: file_entry(p).__dict__ for p in sorted(out.iterdir()) if p.is_file()}
-    release = {"version": version, "kind": kind, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    release = {"version": version, "kind": kind, "created_at": utc_now(),
                "files": files, **(extra or {})}
     write_atomic(out / RELEASE_FILE, json.dumps(release, indent=2) + "\n")
     return Staged(out, kind, release, skipped)

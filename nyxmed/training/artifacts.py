@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -13,7 +12,7 @@ from typing import Any, Callable
 
 from safetensors import safe_open
 
-from nyxmed.config import sha256_file, write_atomic
+from nyxmed.io import replace_dir, sha256_file, write_json
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -118,16 +117,6 @@ def export_adapter(save: Callable[[Path], None], dest: str | Path, expected: dic
     return dest
 
 
-def replace_dir(src: Path, dest: Path) -> None:
-    """Move folder ``src`` to ``dest``, replacing an older ``dest`` (each step is a rename)."""
-    old = dest.parent / f".{dest.name}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if dest.exists():
-        os.rename(dest, old)
-    os.rename(src, dest)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def complete_checkpoints(checkpoint_dir: str | Path) -> list[Path]:
     """Trainer checkpoints that carry the :data:`COMPLETE` marker, oldest first."""
     folder = Path(checkpoint_dir)
@@ -166,10 +155,6 @@ def git_commit(start: str | Path | None = None) -> dict[str, Any] | None:
     return {"commit": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
 
 
-def write_json(path: str | Path, obj: Any) -> Path:
-    return write_atomic(path, json.dumps(obj, indent=2, default=str))
-
-
 def plot_loss_curves(log_history: list[dict[str, Any]], path: str | Path) -> Path:
     """PNG of the train and eval loss against the optimizer step (matplotlib Agg), written atomically."""
     import matplotlib
@@ -197,8 +182,3 @@ def plot_loss_curves(log_history: list[dict[str, Any]], path: str | Path) -> Pat
         plt.close(fig)
         Path(tmp).unlink(missing_ok=True)
     return Path(path)
-
-
-def read_json(path: str | Path) -> Any:
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)

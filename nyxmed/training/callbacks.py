@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback
 
+from nyxmed.io import write_json
 from nyxmed.training import artifacts
 
 
@@ -32,7 +33,7 @@ class CheckpointCommitCallback(TrainerCallback):
         self.trainer.accelerator.wait_for_everyone()
         if state.is_world_process_zero:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            artifacts.write_json(folder / artifacts.COMPLETE, {"step": state.global_step, "epoch": state.epoch})
+            write_json(folder / artifacts.COMPLETE, {"step": state.global_step, "epoch": state.epoch})
         self.trainer.accelerator.wait_for_everyone()
 
 

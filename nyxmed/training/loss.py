@@ -11,9 +11,50 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformers import Trainer
+from transformers import Trainer, modeling_utils
 
-from nyxmed.packing import answer_logits_to_keep, answer_positions, weighted_lm_loss
+IGNORE_INDEX = -100
+
+
+def answer_positions(labels: torch.Tensor) -> torch.Tensor:
+    """Boolean ``[B, L]``: the positions whose next token is labelled, the only logits the loss reads.
+
+    Passed to the model as ``logits_to_keep`` so the LM head and the softmax run on answer tokens
+    only (a 2,560-token prompt with a 128K vocabulary would otherwise make ~1.3 GB of fp32 logits).
+    """
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    return keep
+
+
+def answer_logits_to_keep(labels: torch.Tensor) -> torch.Tensor | int:
+    """``logits_to_keep`` for a forward whose loss reads answer tokens only: the
+    :func:`answer_positions` mask where this transformers slices hidden states by a boolean mask
+    (``modeling_utils.slice_logits_to_keep``), else 0, every position (older 5.x releases index
+    ``hidden_states[:, mask, :]`` and fail). :func:`weighted_lm_loss` takes either shape."""
+    return answer_positions(labels) if _MASK_LOGITS_TO_KEEP else 0
+
+
+_MASK_LOGITS_TO_KEEP = hasattr(modeling_utils, "slice_logits_to_keep")
+
+
+def weighted_lm_loss(logits: torch.Tensor, labels: torch.Tensor,
+                     token_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(sum_t w_t * nll_t, sum_t w_t)`` over labelled tokens, with the causal shift.
+
+    ``labels`` and ``token_weights`` are aligned with ``input_ids`` (unshifted). ``logits`` are
+    either every position's ``[B, L, V]`` or only those of :func:`answer_positions` ``[N, V]`` (what
+    the model returns for ``logits_to_keep=answer_positions(labels)``). Divide the first by the
+    second summed over every micro-batch of an optimizer step to get the loss
+    ``sum_i w_i sum_t l_it / sum_i w_i n_i``, the same packed or padded.
+    """
+    keep = answer_positions(labels)
+    if logits.dim() == 3:
+        logits = logits[keep]
+    targets = labels[:, 1:][keep[:, :-1]]
+    weights = token_weights[:, 1:][keep[:, :-1]].float()
+    nll = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
+    return (nll * weights).sum(), weights.sum()
 
 
 class WeightedLossTrainer(Trainer):

@@ -18,14 +18,15 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments,
 
 from nyxmed import config as cfgmod
 from nyxmed.config import Recipe
-from nyxmed.kernels import apply_liger
-from nyxmed.packing import PackingCollator, check_packing_supported
+from nyxmed.training.kernels import apply_liger
+from nyxmed.training.packing import PackingCollator, check_packing_supported
+from nyxmed.io import read_json, sha256_file, write_json
 from nyxmed.training import artifacts
 from nyxmed.training.batching import PaddedCollator, load_training_splits
 from nyxmed.training.callbacks import (CheckpointCommitCallback, FrozenEpochCallback, RunStatsCallback,
                                        StopRecordingEarlyStopping)
 from nyxmed.training.loss import WeightedLossTrainer
-from nyxmed.zero import deepspeed_config
+from nyxmed.training.deepspeed import deepspeed_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 METRICS_FILE = "training_metrics.json"
@@ -213,7 +214,7 @@ def train(recipe: Recipe) -> TrainResult:
         trainer.add_callback(FrozenEpochCallback(trainer, out / "frozen", expected))
         tokens_before = 0
         if resume_from:
-            tokens_before = artifacts.read_json(Path(resume_from) / "trainer_state.json").get("num_input_tokens_seen", 0)
+            tokens_before = read_json(Path(resume_from) / "trainer_state.json").get("num_input_tokens_seen", 0)
         trainer.train(resume_from_checkpoint=resume_from)
         # After load-best this re-measures the model that is saved: it must equal the best metric.
         final_eval = trainer.evaluate(metric_key_prefix="final_eval")
@@ -265,13 +266,13 @@ def train(recipe: Recipe) -> TrainResult:
             os.replace(f, out / f.name)
         tmp.rmdir()
         if trainer.is_deepspeed_enabled:
-            artifacts.write_json(out / "deepspeed_config.json", trainer.accelerator.deepspeed_plugin.deepspeed_config)
-        artifacts.write_json(out / METRICS_FILE, metrics)
+            write_json(out / "deepspeed_config.json", trainer.accelerator.deepspeed_plugin.deepspeed_config)
+        write_json(out / METRICS_FILE, metrics)
         artifacts.plot_loss_curves(state.log_history, out / LOSS_PLOT)
         # The commit point: written last, it lists every file of the finished adapter folder.
-        finished = {p.name: artifacts.sha256_file(p) for p in sorted(out.iterdir())
+        finished = {p.name: sha256_file(p) for p in sorted(out.iterdir())
                     if p.is_file() and p.name != artifacts.COMPLETE}
-        artifacts.write_json(out / artifacts.COMPLETE, {"step": state.global_step, "sha256": finished})
+        write_json(out / artifacts.COMPLETE, {"step": state.global_step, "sha256": finished})
     trainer.accelerator.wait_for_everyone()
     return TrainResult(output_dir=out, global_step=state.global_step, best_step=state.best_global_step,
                        best_eval_loss=state.best_metric, final_eval_loss=final_eval.get("final_eval_loss"),

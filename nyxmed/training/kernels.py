@@ -3,7 +3,7 @@
 Liger swaps Llama's RMSNorm, SwiGLU MLP and RoPE for Triton kernels that give the same results
 with less memory traffic. Its fused linear cross-entropy is left off: it replaces the forward
 so that no logits come back, and nyxmed's per-token weighted loss
-(:func:`nyxmed.packing.weighted_lm_loss`) needs the logits.
+(:func:`nyxmed.training.loss.weighted_lm_loss`) needs the logits.
 """
 
 from __future__ import annotations

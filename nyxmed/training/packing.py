@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import torch
-from transformers import DataCollatorWithFlattening, modeling_utils
+from transformers import DataCollatorWithFlattening
 
-IGNORE_INDEX = -100
+from nyxmed.training.loss import IGNORE_INDEX
+
 # Attention implementations whose masks honour packed position_ids in transformers 5.
 PACKING_ATTENTION = ("sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3")
 
@@ -48,41 +49,6 @@ def pack_indices(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
             rows[row].append(i)
             bisect.insort(free, (room - n, row))
     return [sorted(r) for r in rows]
-
-
-def length_grouped_order(lengths: Sequence[int], batch_size: int) -> tuple[list[int], list[int]]:
-    """Order examples longest first so each batch of ``batch_size`` holds similar lengths.
-
-    Returns ``(order, inverse)``: batch ``k`` is ``order[k*batch_size:(k+1)*batch_size]`` and
-    ``results_in_order[inverse[i]]`` is the result of example ``i``. Longest first makes an
-    out-of-memory batch fail at once instead of at the end of a long run.
-    """
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    inverse = [0] * len(order)
-    for pos, i in enumerate(order):
-        inverse[i] = pos
-    return order, inverse
-
-
-def length_grouped_batches(lengths: Sequence[int], batch_size: int, steps: int, gen: torch.Generator,
-                           group: int = 16) -> list[list[int]]:
-    """``steps`` training batches of indices into ``lengths``: epochs of a random permutation, cut into
-    mega-batches of ``group`` batches, each ordered by :func:`length_grouped_order` and split into
-    batches taken in a random order, so a batch pads little (transformers' ``group_by_length``; a
-    quarter of the demo's pre-training tokens were padding with random batches)."""
-    if steps > 0 and not lengths:
-        raise ValueError("length_grouped_batches: no sequences to draw batches from")
-    batches: list[list[int]] = []
-    while len(batches) < steps:
-        order = torch.randperm(len(lengths), generator=gen).tolist()
-        for start in range(0, len(order), batch_size * group):
-            mega = order[start: start + batch_size * group]
-            ranked = [mega[i] for i in length_grouped_order([lengths[i] for i in mega], batch_size)[0]]
-            chunk = [ranked[i: i + batch_size] for i in range(0, len(ranked), batch_size)]
-            batches += [chunk[i] for i in torch.randperm(len(chunk), generator=gen).tolist()]
-    return batches[:steps]
 
 
 def check_packing_supported(model: Any) -> None:
@@ -146,44 +112,3 @@ def _pad_tail(t: torch.Tensor, width: int, fill: float | int | None) -> torch.Te
         return t
     tail = torch.arange(extra, dtype=t.dtype)[None] if fill is None else torch.full((1, extra), fill, dtype=t.dtype)
     return torch.cat([t, tail], dim=1)
-
-
-def answer_positions(labels: torch.Tensor) -> torch.Tensor:
-    """Boolean ``[B, L]``: the positions whose next token is labelled, the only logits the loss reads.
-
-    Passed to the model as ``logits_to_keep`` so the LM head and the softmax run on answer tokens
-    only (a 2,560-token prompt with a 128K vocabulary would otherwise make ~1.3 GB of fp32 logits).
-    """
-    keep = torch.zeros_like(labels, dtype=torch.bool)
-    keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
-    return keep
-
-
-def answer_logits_to_keep(labels: torch.Tensor) -> torch.Tensor | int:
-    """``logits_to_keep`` for a forward whose loss reads answer tokens only: the
-    :func:`answer_positions` mask where this transformers slices hidden states by a boolean mask
-    (``modeling_utils.slice_logits_to_keep``), else 0, every position (older 5.x releases index
-    ``hidden_states[:, mask, :]`` and fail). :func:`weighted_lm_loss` takes either shape."""
-    return answer_positions(labels) if _MASK_LOGITS_TO_KEEP else 0
-
-
-_MASK_LOGITS_TO_KEEP = hasattr(modeling_utils, "slice_logits_to_keep")
-
-
-def weighted_lm_loss(logits: torch.Tensor, labels: torch.Tensor,
-                     token_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return ``(sum_t w_t * nll_t, sum_t w_t)`` over labelled tokens, with the causal shift.
-
-    ``labels`` and ``token_weights`` are aligned with ``input_ids`` (unshifted). ``logits`` are
-    either every position's ``[B, L, V]`` or only those of :func:`answer_positions` ``[N, V]`` (what
-    the model returns for ``logits_to_keep=answer_positions(labels)``). Divide the first by the
-    second summed over every micro-batch of an optimizer step to get the loss
-    ``sum_i w_i sum_t l_it / sum_i w_i n_i``, the same packed or padded.
-    """
-    keep = answer_positions(labels)
-    if logits.dim() == 3:
-        logits = logits[keep]
-    targets = labels[:, 1:][keep[:, :-1]]
-    weights = token_weights[:, 1:][keep[:, :-1]].float()
-    nll = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
-    return (nll * weights).sum(), weights.sum()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nyxmed.config import ConfigError, load_recipe
-from nyxmed.zero import apply_zero3_overrides
+from nyxmed.training.deepspeed import apply_zero3_overrides
 
 DS = {"bf16": {"enabled": "auto"}, "zero_optimization": {"stage": 3, "overlap_comm": False,
                                                          "stage3_prefetch_bucket_size": "auto"}}
@@ -45,7 +45,7 @@ def test_deepspeed_accepts_the_result():
 def test_deepspeed_config_reads_the_json_only_when_overridden(tmp_path):
     import json
 
-    from nyxmed.zero import deepspeed_config
+    from nyxmed.training.deepspeed import deepspeed_config
 
     path = tmp_path / "zero3.json"
     path.write_text(json.dumps(DS))

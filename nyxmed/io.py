@@ -1,0 +1,133 @@
+"""File plumbing, once: atomic file writes and folder swaps, JSON/JSONL, sha256, UTC timestamps, tables.
+
+Every artifact nyxmed writes goes through :func:`write_atomic` or :func:`atomic_dir`, so a reader
+sees the old version or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def utc_now() -> str:
+    """The current UTC time as ``2026-12-01T21:40:00Z`` (the one timestamp format of every artifact)."""
+    return time.strftime(TIMESTAMP_FORMAT, time.gmtime())
+
+
+@functools.lru_cache(maxsize=1)  # read once: os.umask can only be read by setting it
+def _file_mode() -> int:
+    """The mode ``open()`` would give a new file under the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
+    """Hex sha256 of one file, streamed (artifact checksums everywhere use this)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_text(text: str | bytes) -> str:
+    """Hex sha256 of a text (UTF-8) or bytes."""
+    return hashlib.sha256(text.encode("utf-8") if isinstance(text, str) else text).hexdigest()
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
+    """Write a file via a temp file in the same folder, fsync and rename, so readers never see half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, _file_mode())  # mkstemp makes 0600 files; artifacts are read by other users
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
+    """``obj`` as JSON (``default=str``), written atomically with a final newline."""
+    return write_atomic(path, json.dumps(obj, indent=indent, default=str) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def jsonl_text(rows: Iterable[Any], ensure_ascii: bool = True) -> str:
+    """One JSON document per line."""
+    return "".join(json.dumps(r, ensure_ascii=ensure_ascii, default=str) + "\n" for r in rows)
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[Any], ensure_ascii: bool = True) -> Path:
+    """Rows as JSONL, written atomically."""
+    return write_atomic(path, jsonl_text(rows, ensure_ascii))
+
+
+def read_jsonl(path: str | os.PathLike) -> list[Any]:
+    """Every non-blank line of a JSONL file, parsed."""
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def replace_dir(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Move folder ``src`` to ``dest``, replacing an older ``dest``; each step is a rename.
+
+    The older ``dest`` is moved aside first and removed only after the new one is in place.
+    """
+    src, dest = Path(src), Path(dest)
+    old = dest.parent / f".{dest.name}.{os.getpid()}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if dest.exists():
+        os.rename(dest, old)
+    os.rename(src, dest)
+    shutil.rmtree(old, ignore_errors=True)
+    return dest
+
+
+@contextlib.contextmanager
+def atomic_dir(dest: str | os.PathLike, replace: bool = True) -> Iterator[Path]:
+    """Yield a fresh temp folder beside ``dest``; on success it becomes ``dest`` in one rename.
+
+    On an error the temp folder is removed and ``dest`` is untouched. With ``replace=False`` an
+    existing ``dest`` is left alone and :class:`FileExistsError` is raised.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        if dest.exists() and not replace:
+            raise FileExistsError(f"{dest}: appeared while it was being written; not replacing it")
+        replace_dir(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def markdown_table(header: Sequence[Any], rows: Iterable[Sequence[Any]]) -> str:
+    """A GitHub Markdown table; cells are written with ``str``."""
+    lines = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
