@@ -8,12 +8,10 @@ holds ``dataset/`` (splits ``train``, ``validation``, ``heldout``), ``manifest.j
 
 from __future__ import annotations
 
-import hashlib
 import json
-import logging
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,36 +22,33 @@ from tqdm.auto import tqdm
 from nyxmed import prompts
 from nyxmed.cases import Case
 from nyxmed.codes import cpt as cpt_codes
-from nyxmed.composition import (ROLES, SPLITS, assign_role, check_disjoint, load_previous_training,
+from nyxmed.codes import icd10cm
+from nyxmed.composition import (ROLES, SPLITS, Dedup, assign_role, check_disjoint, load_previous_training,
                                 remove_duplicates, role_weight, split_by_group)
 from nyxmed.config import Recipe, to_dict
-from nyxmed.io import atomic_dir, sha256_file, utc_now, write_atomic
+from nyxmed.io import atomic_dir, jsonl_text, sha256_file, sha256_text, utc_now, write_atomic
+from nyxmed.prompt_tokens import TRUNCATION_STAGES, Encoded, PieceEncoder, PromptEncoder, encode_record
 from nyxmed.retrieval import neardup
 from nyxmed.retrieval.candidates import CodeIncidence, widen
 from nyxmed.retrieval.leakage import LAYERS, Fingerprints
 from nyxmed.retrieval.neighbours import Neighbours, NeighbourSearch
 
-log = logging.getLogger(__name__)
+__all__ = ["BuildResult", "PieceEncoder", "build_dataset", "composition_table", "encode_record", "retrieval_text"]
 
 MODALITY_WORDS = (("mammo", "mammography"), ("mri", "mri"), ("mr ", "mri"), ("ct ", "ct"), ("cta", "ct"),
                   ("ultrasound", "ultrasound"), ("us ", "ultrasound"), ("duplex", "ultrasound"),
                   ("nuclear", "nuclear_medicine"), ("pet", "nuclear_medicine"), ("fluoro", "fluoroscopy"),
                   ("x-ray", "radiograph"), ("xr ", "radiograph"), ("radiograph", "radiograph"), ("view", "radiograph"))
-TRUNCATION_STAGES = ("shots", "candidates", "body")
 
 
-@dataclass
+@dataclass(frozen=True)
 class SourceCases:
     """Cases with the role their source gives them (``reviewed`` or ``retained``), plus bookkeeping."""
 
-    cases: list[Case] = field(default_factory=list)
-    source_roles: list[str] = field(default_factory=list)
-    sources: list[dict[str, Any]] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=Counter)
-
-    def add(self, cases: Sequence[Case], role: str) -> None:
-        self.cases.extend(cases)
-        self.source_roles.extend([role] * len(cases))
+    cases: list[Case]
+    source_roles: list[str]
+    sources: list[dict[str, Any]]
+    counts: dict[str, int]
 
 
 @dataclass
@@ -77,44 +72,49 @@ def collect_cases(recipe: Recipe, cases: Sequence[Case] | None, out_dir: Path) -
 
     cfg = recipe.data
     table = cpt_codes.CptTable.from_csv(cfg.cpt_table) if cfg.cpt_table else None
-    found = SourceCases()
+    found, roles, entries, counts = [], [], [], Counter()
+
+    def add(more: Sequence[Case], role: str) -> None:
+        found.extend(more)
+        roles.extend([role] * len(more))
+
     if cases is not None:
-        found.add(list(cases), "reviewed")
-        found.sources.append({"source": "given", "role": "reviewed", "accepted": len(cases)})
+        add(list(cases), "reviewed")
+        entries.append({"source": "given", "role": "reviewed", "accepted": len(cases)})
     elif cfg.sources:
         for i, spec in enumerate(cfg.sources):
             read = sources.read_cases(spec, cpt_table=table, rejects_path=out_dir / "rejects" / f"source-{i}.jsonl")
-            found.add(read.cases, "reviewed")
-            found.sources.append(_source_entry(spec, "reviewed", read.counts))
+            add(read.cases, "reviewed")
+            entries.append(_source_entry(spec, "reviewed", read.counts))
     else:
         from nyxmed import synth
 
         generated = synth.generate_cases(cfg.synth_n, cfg.synth_seed)
-        found.add(generated, "reviewed")
-        found.sources.append({"source": f"synthetic(n={cfg.synth_n}, seed={cfg.synth_seed})", "role": "reviewed",
+        add(generated, "reviewed")
+        entries.append({"source": f"synthetic(n={cfg.synth_n}, seed={cfg.synth_seed})", "role": "reviewed",
                               "accepted": len(generated)})
     if cfg.retained:
         ids, hashes = load_previous_training(cfg.previous_manifest) if cfg.previous_manifest else (set(), set())
         for i, spec in enumerate(cfg.retained):
             read = sources.read_cases(spec, cpt_table=table, rejects_path=out_dir / "rejects" / f"retained-{i}.jsonl")
-            kept = [c for c in read.cases if c.id not in ids and c.content_hash not in hashes]
-            found.counts["retained_filtered_by_previous_manifest"] += len(read.cases) - len(kept)
-            found.add(kept, "retained")
-            found.sources.append(_source_entry(spec, "retained", read.counts))
+            fresh = [c for c in read.cases if c.id not in ids and c.content_hash not in hashes]
+            counts["retained_filtered_by_previous_manifest"] += len(read.cases) - len(fresh)
+            add(fresh, "retained")
+            entries.append(_source_entry(spec, "retained", read.counts))
         if cfg.previous_manifest:
-            found.sources.append({"source": cfg.previous_manifest, "role": "previous_manifest",
+            entries.append({"source": cfg.previous_manifest, "role": "previous_manifest",
                                   "sha256": sha256_file(cfg.previous_manifest)})
     # one record per id: the first source wins (reviewed before retained)
     seen: set[str] = set()
     keep = []
-    for i, c in enumerate(found.cases):
+    for i, c in enumerate(found):
         if c.id not in seen:
             seen.add(c.id)
             keep.append(i)
-    found.counts["duplicate_ids_removed"] = len(found.cases) - len(keep)
-    found.cases = [found.cases[i] for i in keep]
-    found.source_roles = [found.source_roles[i] for i in keep]
-    return found
+    if not keep:
+        raise ValueError("no cases: every source was empty or rejected (see the rejects files)")
+    counts["duplicate_ids_removed"] = len(found) - len(keep)
+    return SourceCases([found[i] for i in keep], [roles[i] for i in keep], entries, counts)
 
 
 def retrieval_text(case: Case) -> str:
@@ -128,173 +128,6 @@ def modality_of(case: Case) -> str:
         return str(case.meta["modality"])
     text = f"{case.exam_description.lower()} "
     return next((name for word, name in MODALITY_WORDS if word in text), "unknown")
-
-
-# ----------------------------------------------------------------------------- tokenization
-@dataclass
-class Encoded:
-    user: str
-    input_ids: np.ndarray
-    prompt_len: int
-    stages: tuple[str, ...]
-
-
-def _body_cut(tokenizer, body: str, keep: int, min_head: int) -> str:
-    """``body`` with its middle replaced by ``CUT_MARK`` so about ``keep`` tokens remain."""
-    enc = tokenizer(body, add_special_tokens=False, return_offsets_mapping=True)
-    offsets = enc["offset_mapping"]
-    if keep >= len(offsets):
-        return body
-    head = max(min_head, (2 * keep) // 3)
-    tail = max(0, keep - head)
-    head_end = offsets[min(head, len(offsets)) - 1][1] if head else 0
-    tail_start = offsets[len(offsets) - tail][0] if tail else len(body)
-    return body[:head_end] + prompts.CUT_MARK + body[tail_start:]
-
-
-def encode_record(tokenizer, system: str, parts: prompts.PromptParts, answer_ids: list[int], max_length: int,
-                  min_body_tokens: int, first: tuple[str, list[int]] | None = None) -> Encoded | None:
-    """Tokens of prompt + answer within ``max_length``; shortens few-shots, then candidate tails,
-    then the middle of the report body. The answer and the report head are never cut; None when
-    even that does not fit."""
-    stages: list[str] = []
-
-    def count(text: str) -> int:
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def tokens(p: prompts.PromptParts) -> tuple[str, list[int]]:
-        user = prompts.build_user(p)
-        return user, tokenizer(prompts.render_prompt(tokenizer, system, user), add_special_tokens=False)["input_ids"]
-
-    user, ids = first if first is not None else tokens(parts)  # `first`: this prompt already tokenized
-    budget = max_length - len(answer_ids)
-    # each round drops as many pieces as their own token counts say are needed, then re-measures
-    # the whole prompt (pieces do not add up exactly); every round removes at least one piece
-    while len(ids) > budget and (parts.shots or parts.with_shorter_candidates() is not None):
-        over = len(ids) - budget
-        while over > 0 and parts.shots:
-            over -= count(f"### Example {len(parts.shots)}\n{parts.shots[-1].report}\nCodes: {parts.shots[-1].answer}\n\n")
-            parts = parts.without_last_shot()
-            stages.append("shots")
-        while over > 0 and not parts.shots:
-            shorter = parts.with_shorter_candidates()
-            if shorter is None:
-                break
-            dropped = parts.icd[-1] if shorter.icd != parts.icd else parts.cpt[-1]
-            over -= count(prompts.icd_candidate_line(dropped) + "\n" if shorter.icd != parts.icd else f"{dropped}, ")
-            parts = shorter
-            stages.append("candidates")
-        user, ids = tokens(parts)
-    body = parts.body
-    for _ in range(8):
-        if len(ids) <= budget:
-            break
-        keep = count(body) - (len(ids) - budget) - 8  # 8: room for the cut mark's own tokens
-        if keep < min_body_tokens:
-            return None
-        body = _body_cut(tokenizer, parts.body, keep, min_body_tokens)
-        user, ids = tokens(prompts.PromptParts(parts.shots, parts.cpt, parts.icd, parts.rules, parts.head, body))
-        stages.append("body")
-    if len(ids) > budget:
-        return None
-    return Encoded(user, np.concatenate([np.asarray(ids, np.int32), np.asarray(answer_ids, np.int32)]), len(ids),
-                   tuple(dict.fromkeys(stages)))
-
-
-class PieceEncoder:
-    """Token ids of rendered prompts, built from separately tokenized pieces of the user message;
-    recurring pieces (rules, headings, few-shot examples) are tokenized once.
-
-    Exact, not approximate: pieces are only cut where a newline is followed by a non-space
-    character (other joins are re-glued), and under the byte-level pre-tokenizers in use (Llama-3
-    and GPT-2 regexes, optionally with ``Digits``) no pre-token spans such a join, so BPE merges
-    cannot cross a cut. A piece is tokenized with the character that follows it in the prompt
-    appended and that character's tokens dropped (checked), so the regexes' look-ahead sees what it
-    sees in the whole prompt. The template's special tokens split the rest. ``verify`` compares
-    with whole-prompt tokenization; the builder runs it on its first records and falls back to
-    whole prompts if any differ."""
-
-    SENTINEL = "\x00user\x00"
-
-    def __init__(self, tokenizer, system: str):
-        self.tokenizer = tokenizer
-        self.system = system
-        rendered = prompts.render_prompt(tokenizer, system, self.SENTINEL)
-        self.prefix, self.suffix = rendered.split(self.SENTINEL)
-        self.trims = prompts.render_prompt(tokenizer, system, " x ").startswith(self.prefix + "x")
-        self.cache: dict[tuple[str, str], np.ndarray] = {}  # (recurring piece, next character) -> ids
-        self.char_ids: dict[str, np.ndarray] = {}
-        self.suffix_ids = self._encode([self.suffix])[0]
-
-    def _encode(self, texts: list[str]) -> list[np.ndarray]:
-        if not texts:
-            return []
-        out = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        return [np.asarray(ids, dtype=np.int32) for ids in out]
-
-    def _encode_followed(self, keys: list[tuple[str, str]]) -> list[np.ndarray]:
-        """Ids of each text as it tokenizes when the given character follows it."""
-        chars = sorted({c for _, c in keys} - self.char_ids.keys())
-        self.char_ids.update(zip(chars, self._encode(chars)))
-        out = []
-        for (text, nxt), ids in zip(keys, self._encode([t + c for t, c in keys])):
-            tail = self.char_ids[nxt]
-            if len(ids) < len(tail) or not np.array_equal(ids[len(ids) - len(tail):], tail):
-                raise ValueError(f"tokenizer merges {nxt!r} into the preceding text {text[-40:]!r}: pieces are not exact")
-            out.append(ids[:len(ids) - len(tail)])
-        return out
-
-    def _joined(self, pieces: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
-        """The pieces of one message (template trim applied), re-glued wherever a cut is not
-        a newline followed by a non-space character."""
-        out: list[tuple[str, bool]] = []
-        for text, recurs in [(self.prefix, True), *pieces]:
-            if out and not (out[-1][0].endswith("\n") and text[:1].strip()):
-                out[-1] = (out[-1][0] + text, out[-1][1] and recurs)
-            else:
-                out.append((text, recurs))
-        return out
-
-    def encode(self, users_pieces: list[list[tuple[str, bool]]]) -> list[np.ndarray]:
-        """Prompt ids (``render_prompt`` then tokenize) for each user message given as pieces."""
-        if self.trims:  # the template trims the message; the outer pieces carry its ends
-            users_pieces = [[(t.lstrip() if j == 0 else t, r) for j, (t, r) in enumerate(p)] for p in users_pieces]
-            users_pieces = [p[:-1] + [(p[-1][0].rstrip(), p[-1][1])] for p in users_pieces]
-        joined = [self._joined(p) for p in users_pieces]
-        plan, followed, last = [], {}, {}
-        for pieces in joined:
-            keys = []
-            for j, (text, recurs) in enumerate(pieces):
-                if j == len(pieces) - 1:
-                    key = (text, "")
-                    last[key] = None
-                else:
-                    key = (text, pieces[j + 1][0][0])
-                    if not (recurs and key in self.cache):
-                        followed[key] = None
-                keys.append((key, recurs))
-            plan.append(keys)
-        new = dict(zip(followed, self._encode_followed(list(followed))))
-        new.update(zip(last, self._encode([t for t, _ in last])))
-        out = []
-        for keys in plan:
-            arrays = []
-            for key, recurs in keys:
-                ids = self.cache.get(key) if recurs else None
-                if ids is None:
-                    ids = new[key]
-                    if recurs and key[1]:
-                        self.cache[key] = ids
-                arrays.append(ids)
-            arrays.append(self.suffix_ids)
-            out.append(np.concatenate(arrays))
-        return out
-
-    def verify(self, users_pieces: list[list[tuple[str, bool]]]) -> bool:
-        """Whether ``encode`` equals tokenizing the whole rendered prompt for these messages."""
-        users = ["".join(t for t, _ in p) for p in users_pieces]
-        whole = self._encode([prompts.render_prompt(self.tokenizer, self.system, u) for u in users])
-        return all(np.array_equal(a, b) for a, b in zip(self.encode(users_pieces), whole))
 
 
 # ----------------------------------------------------------------------------- assembly
@@ -362,6 +195,251 @@ def _save_dataset(tables: dict[str, pa.Table], out_dir: Path):
     return DatasetDict.load_from_disk(str(final))
 
 
+# ----------------------------------------------------------------------------- stages
+@dataclass(frozen=True)
+class Deduplicated:
+    """The cases kept after duplicate removal, their retrieval texts, MinHash signatures, roles and weights."""
+
+    cases: list[Case]
+    texts: list[str]
+    signatures: np.ndarray
+    roles: list[str]
+    weights: list[float]
+    removed: Dedup | None  # None when data.dedup is off
+
+
+def deduplicate(found: SourceCases, recipe: Recipe) -> Deduplicated:
+    """Drop exact and near duplicates (before splitting, so no copy straddles train and held-out); assign roles."""
+    dcfg = recipe.data
+    texts_all = [retrieval_text(c) for c in found.cases]
+    sigs_all = neardup.signatures(texts_all)
+    dedup = remove_duplicates(found.cases, dcfg.dedup_jaccard, sigs_all) if dcfg.dedup else None
+    keep = dedup.keep if dedup else np.arange(len(found.cases))
+    roles = [assign_role(found.cases[i], found.source_roles[i], dcfg) for i in keep]
+    return Deduplicated([found.cases[i] for i in keep], [texts_all[i] for i in keep], sigs_all[keep], roles,
+                        [role_weight(r, dcfg) for r in roles], dedup)
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Row numbers (into ``Deduplicated.cases``) of each split."""
+
+    rows: dict[str, np.ndarray]
+
+    @property
+    def train(self) -> np.ndarray:
+        return self.rows["train"]
+
+
+def split(kept: Deduplicated, recipe: Recipe) -> Splits:
+    """Patient-group splits fixed by ``data.seed``; raises if train shares a group or text with the rest."""
+    rows = split_by_group(kept.cases, recipe.data.seed, recipe.data.heldout_size, recipe.data.val_size)
+    check_disjoint(kept.cases, rows)
+    return Splits(rows)
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """Unit sentence embeddings of every kept case (None when dense retrieval is off)."""
+
+    vectors: np.ndarray | None
+
+
+def embed(kept: Deduplicated, recipe: Recipe, progress: bool) -> Embeddings:
+    if not recipe.retrieval.dense:
+        return Embeddings(None)
+    from nyxmed.retrieval.dense import load_embedder
+
+    return Embeddings(load_embedder(recipe.retrieval.embedding_model).encode(kept.texts, progress=progress))
+
+
+@dataclass(frozen=True)
+class Retrieved:
+    """Few-shot neighbours (train rows) and candidate code lists of every kept case."""
+
+    neighbours: Neighbours
+    cpt: list[tuple[str, ...]]
+    icd: list[tuple[str, ...]]
+    leakage_measure: str
+    leakage_threshold: float
+
+
+def retrieve(kept: Deduplicated, splits: Splits, emb: Embeddings, recipe: Recipe, progress: bool) -> Retrieved:
+    """Every case queries the train split only, through the leakage defense."""
+    rcfg, train_rows, vectors = recipe.retrieval, splits.train, emb.vectors
+    fp = Fingerprints.of(kept.cases, vectors if vectors is not None else kept.signatures)
+    reranker = None
+    if rcfg.reranker:
+        from nyxmed.retrieval.rerank import Reranker
+
+        reranker = Reranker(rcfg.reranker)
+    search = NeighbourSearch([kept.texts[i] for i in train_rows], fp.take(train_rows), rcfg,
+                             pool_vectors=vectors[train_rows] if vectors is not None else None, reranker=reranker)
+    self_rows = np.full(len(kept.cases), -1, np.int64)
+    self_rows[train_rows] = np.arange(len(train_rows))
+    neigh = search.search(kept.texts, fp, self_rows, dense_queries=vectors, progress=progress)
+    cpt, icd = _candidates(recipe, [kept.cases[i] for i in train_rows], neigh)
+    return Retrieved(neigh, cpt, icd, search.guard.measure, search.guard.threshold)
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """Every kept case's user-message pieces and answer text, by row."""
+
+    parts: list[prompts.PromptParts]
+    answers: list[str]
+    rules: str
+    system: str
+
+
+def prompt(kept: Deduplicated, splits: Splits, retrieved: Retrieved, recipe: Recipe) -> Prompts:
+    """Few-shot examples, candidate lists, rules and report of each case (``nyxmed.prompts``)."""
+    pcfg, train_rows = recipe.prompt, splits.train
+    rules = prompts.load_rules(pcfg.rules_file)
+    shot_cache: dict[int, prompts.Shot] = {}
+    parts = []
+    for i, c in enumerate(kept.cases):
+        for r in retrieved.neighbours.shots[i]:
+            if r >= 0 and r not in shot_cache:
+                shot_cache[r] = prompts.shot_for(kept.cases[train_rows[r]], pcfg.seed, pcfg.explicit_share)
+        shots = tuple(shot_cache[r] for r in retrieved.neighbours.shots[i] if r >= 0)
+        parts.append(prompts.parts_for(c, shots, retrieved.cpt[i], retrieved.icd[i], rules, pcfg.seed,
+                                       pcfg.explicit_share))
+    return Prompts(parts, [prompts.answer_text(c) for c in kept.cases], rules, prompts.SYSTEM_PROMPT)
+
+
+@dataclass(frozen=True)
+class Tokenized:
+    """Per split, the rows kept and their tokens; the rows that do not fit and the truncation counts."""
+
+    rows: dict[str, list[int]]
+    encoded: dict[str, list[Encoded]]
+    too_long: list[str]
+    truncated: dict[str, int]
+    mode: str  # "pieces" or "whole" (see prompt_tokens.PromptEncoder)
+
+
+def tokenize(kept: Deduplicated, splits: Splits, built: Prompts, tokenizer, recipe: Recipe, progress: bool,
+             chunk: int = 512) -> Tokenized:
+    """Prompt + answer ids of every case within ``prompt.max_length``, in batches."""
+    encoder = PromptEncoder(tokenizer, built.system, recipe.prompt.max_length, recipe.prompt.min_body_tokens)
+    rows, encoded, too_long, truncated = {}, {}, [], Counter()
+    bar = tqdm(total=len(kept.cases), desc="prompts+tokens", unit="case", disable=not progress)
+    for name in SPLITS:
+        rows[name], encoded[name] = [], []
+        idx = splits.rows[name]
+        for lo in range(0, len(idx), chunk):
+            batch = idx[lo:lo + chunk]
+            answer_ids = tokenizer([built.answers[i] for i in batch], add_special_tokens=False)["input_ids"]
+            for i, enc in zip(batch, encoder.encode([built.parts[i] for i in batch], answer_ids)):
+                if enc is None:
+                    too_long.append(kept.cases[i].id)
+                    continue
+                for stage in enc.stages:
+                    truncated[stage] += 1
+                truncated["records"] += bool(enc.stages)
+                rows[name].append(int(i))
+                encoded[name].append(enc)
+            bar.update(len(batch))
+    bar.close()
+    for name in SPLITS:
+        if not rows[name]:
+            raise ValueError(f"split {name!r} is empty after tokenization: {len(too_long)} record(s) do not fit "
+                             f"prompt.max_length={recipe.prompt.max_length} (e.g. {too_long[:3]})")
+    return Tokenized(rows, encoded, too_long, dict(truncated), encoder.mode or "whole")
+
+
+@dataclass(frozen=True)
+class Saved:
+    """The saved ``DatasetDict`` (reloaded from disk) and the rows of ``records.jsonl``."""
+
+    dataset: Any  # datasets.DatasetDict
+    records: list[dict[str, Any]]
+
+
+def save(kept: Deduplicated, tokens: Tokenized, built: Prompts, out_dir: Path, recipe: Recipe) -> Saved:
+    """``dataset/`` (swapped in atomically), ``records.jsonl`` and, with ``data.write_cases``, ``cases/``."""
+    tables, records = {}, []
+    for name in SPLITS:
+        rows_out = []
+        for i, enc in zip(tokens.rows[name], tokens.encoded[name]):
+            c = kept.cases[i]
+            content, record = c.content_hash, c.record_hash()  # each normalizes the whole text: once
+            rows_out.append({
+                "id": c.id, "role": kept.roles[i], "weight": kept.weights[i], "content_hash": content,
+                "record_hash": record, "system": built.system, "user": enc.user, "answer": built.answers[i],
+                **c.codes.to_dict(), "modality": modality_of(c),
+                "subsection": cpt_codes.subsection(c.codes.cpt[0]) or "other",
+            })
+            records.append({"id": c.id, "split": name, "role": kept.roles[i], "content_hash": content,
+                            "record_hash": record})
+        tables[name] = _split_table(rows_out, tokens.encoded[name])
+    dataset = _save_dataset(tables, out_dir)
+    write_atomic(out_dir / "records.jsonl", jsonl_text(records))
+    if recipe.data.write_cases:
+        from nyxmed.sources import write_cases
+
+        for name in SPLITS:
+            write_cases([kept.cases[i] for i in tokens.rows[name]], out_dir / "cases" / f"{name}.jsonl")
+    return Saved(dataset, records)
+
+
+def _candidate_recall(kept: Deduplicated, tokens: Tokenized, retrieved: Retrieved) -> dict[str, float]:
+    """How often the gold primary CPT and the gold ICD codes are in the candidate lists (kept records)."""
+    rows = [i for name in SPLITS for i in tokens.rows[name]]
+    cpt = sum(kept.cases[i].codes.cpt[0] in retrieved.cpt[i] for i in rows)
+    icd = sum(sum(code in retrieved.icd[i] for code in kept.cases[i].codes.icd) / len(kept.cases[i].codes.icd)
+              for i in rows)
+    n = max(len(rows), 1)
+    return {"cpt_primary": cpt / n, "icd": icd / n}
+
+
+def manifest(recipe: Recipe, tokenizer, found: SourceCases, kept: Deduplicated, retrieved: Retrieved,
+             built: Prompts, tokens: Tokenized, saved: Saved, seconds: dict[str, float], started: float,
+             ) -> dict[str, Any]:
+    """What was built and how: sources, config, counts that reconcile, leakage, truncation, lengths."""
+    dcfg, dataset, dedup = recipe.data, saved.dataset, kept.removed
+    by_role_split = {r: {s: 0 for s in SPLITS} for r in ROLES}
+    weight_sum = {s: 0.0 for s in SPLITS}
+    for name in SPLITS:
+        for i in tokens.rows[name]:
+            by_role_split[kept.roles[i]][name] += 1
+            weight_sum[name] += kept.weights[i]
+    return {
+        "name": recipe.name,
+        "created": utc_now(),
+        "build_seconds": round(time.time() - started, 2),
+        "sources": found.sources,
+        "config": {"data": to_dict(dcfg), "retrieval": to_dict(recipe.retrieval), "prompt": to_dict(recipe.prompt)},
+        "tokenizer": getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__,
+        "tokenization": tokens.mode,  # "pieces": recurring prompt pieces tokenized once
+        "rules_sha256": sha256_text(built.rules),
+        "icd10cm_release": icd10cm.release_name(),
+        "counts": {
+            "input": len(found.cases) + found.counts["duplicate_ids_removed"],
+            "duplicate_ids_removed": found.counts["duplicate_ids_removed"],
+            "retained_filtered_by_previous_manifest": found.counts["retained_filtered_by_previous_manifest"],
+            "duplicates_removed": {"exact": dedup.exact if dedup else 0, "near": dedup.near if dedup else 0},
+            "after_dedup": len(kept.cases),
+            "too_long_dropped": len(tokens.too_long),
+            "by_split": {s: len(dataset[s]) for s in SPLITS},
+            "by_role": {r: sum(by_role_split[r].values()) for r in ROLES},
+            "by_role_split": by_role_split,
+        },
+        "weights": {"specificity": float(dcfg.specificity_weight), "other": 1.0, "sum_by_split": weight_sum},
+        "blocked_retrievals": retrieved.neighbours.blocked,
+        "leakage_measure": retrieved.leakage_measure, "leakage_threshold": retrieved.leakage_threshold,
+        "truncation": {"max_length": recipe.prompt.max_length, "shortened_records": tokens.truncated.get("records", 0),
+                       **{f"by_{s}": tokens.truncated.get(s, 0) for s in TRUNCATION_STAGES},
+                       "too_long_ids": tokens.too_long},
+        "token_lengths": {s: _percentiles([len(e.input_ids) for e in tokens.encoded[s]]) for s in SPLITS},
+        "candidate_recall": _candidate_recall(kept, tokens, retrieved),
+        "seconds": seconds,
+        "record_index": "records.jsonl",
+        "duplicates": dedup.removed if dedup else {},
+    }
+
+
 def build_dataset(recipe: Recipe, tokenizer, cases: Sequence[Case] | None = None, progress: bool = True) -> BuildResult:
     """Build, save and describe the training dataset of ``recipe``; returns the folder, data and manifest.
 
@@ -376,184 +454,26 @@ def build_dataset(recipe: Recipe, tokenizer, cases: Sequence[Case] | None = None
         seconds[stage] = round(seconds.get(stage, 0.0) + now - lap[0], 3)
         lap[0] = now
 
-    dcfg, rcfg, pcfg = recipe.data, recipe.retrieval, recipe.prompt
-    out_dir = Path(dcfg.out_dir)
+    out_dir = Path(recipe.data.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     found = collect_cases(recipe, cases, out_dir)
-    if not found.cases:
-        raise ValueError("no cases: every source was empty or rejected (see the rejects files)")
     clock("read")
-
-    # duplicates go before splitting so no copy can straddle train and held-out
-    texts_all = [retrieval_text(c) for c in found.cases]
-    sigs_all = neardup.signatures(texts_all)
-    dedup = remove_duplicates(found.cases, dcfg.dedup_jaccard, sigs_all) if dcfg.dedup else None
-    keep = dedup.keep if dedup else np.arange(len(found.cases))
-    all_cases = [found.cases[i] for i in keep]
-    texts = [texts_all[i] for i in keep]
-    roles = [assign_role(found.cases[i], found.source_roles[i], dcfg) for i in keep]
-    weights = [role_weight(r, dcfg) for r in roles]
-
-    splits = split_by_group(all_cases, dcfg.seed, dcfg.heldout_size, dcfg.val_size)
-    check_disjoint(all_cases, splits)
-    train_rows = splits["train"]
-    train = [all_cases[i] for i in train_rows]
+    kept = deduplicate(found, recipe)
+    splits = split(kept, recipe)
     clock("dedup_roles_splits")
-
-    # retrieval: every record queries the train split only
-    vectors = None
-    if rcfg.dense:
-        from nyxmed.retrieval.dense import load_embedder
-
-        vectors = load_embedder(rcfg.embedding_model).encode(texts, progress=progress)
+    emb = embed(kept, recipe, progress)
+    if emb.vectors is not None:
         clock("embedding")
-    fp = Fingerprints.of(all_cases, vectors if vectors is not None else sigs_all[keep])
-    reranker = None
-    if rcfg.reranker:
-        from nyxmed.retrieval.rerank import Reranker
-
-        reranker = Reranker(rcfg.reranker)
-    search = NeighbourSearch([texts[i] for i in train_rows], fp.take(train_rows), rcfg,
-                             pool_vectors=vectors[train_rows] if vectors is not None else None, reranker=reranker)
-    self_rows = np.full(len(all_cases), -1, np.int64)
-    self_rows[train_rows] = np.arange(len(train_rows))
-    neigh = search.search(texts, fp, self_rows, dense_queries=vectors, progress=progress)
-    cpt_cands, icd_cands = _candidates(recipe, train, neigh)
+    retrieved = retrieve(kept, splits, emb, recipe, progress)
     clock("retrieval_leakage_candidates")
-
-    # prompts and tokens
-    rules = prompts.load_rules(pcfg.rules_file)
-    system = prompts.SYSTEM_PROMPT
-    eot = [tokenizer.convert_tokens_to_ids(prompts.END_OF_TURN)]
-    shot_cache: dict[int, prompts.Shot] = {}
-    tables, lengths, manifest_rows = {}, {}, []
-    truncated = Counter()
-    too_long: list[str] = []
-    candidate_hits = Counter()
-    chunk = 512
-    piece_encoder, piece_mode = PieceEncoder(tokenizer, system), None
-    bar = tqdm(total=len(all_cases), desc="prompts+tokens", unit="case", disable=not progress)
-    for split in SPLITS:
-        rows_out, encoded = [], []
-        idx = splits[split]
-        for lo in range(0, len(idx), chunk):
-            batch = idx[lo:lo + chunk]
-            parts_list, answers = [], []
-            for i in batch:
-                c = all_cases[i]
-                shots = []
-                for r in neigh.shots[i]:
-                    if r >= 0:
-                        if r not in shot_cache:
-                            shot_cache[r] = prompts.shot_for(train[r], pcfg.seed, pcfg.explicit_share)
-                        shots.append(shot_cache[r])
-                explicit = prompts.is_explicit(c.id, pcfg.seed, pcfg.explicit_share)
-                parts_list.append(prompts.PromptParts(tuple(shots), cpt_cands[i], icd_cands[i], rules,
-                                                      prompts.report_head(c, explicit), c.report_text))
-                answers.append(prompts.answer_text(c))
-            pieces = [prompts.user_pieces(p) for p in parts_list]
-            users = ["".join(t for t, _ in p) for p in pieces]
-            if piece_mode is None:  # prove the piecewise path on these first records, else whole prompts
-                try:
-                    piece_mode = "pieces" if piece_encoder.verify(pieces[:64]) else "whole"
-                except ValueError:
-                    piece_mode = "whole"
-                if piece_mode == "whole":
-                    log.warning("piecewise tokenization differs from whole prompts for this tokenizer; "
-                                "tokenizing whole prompts (slower)")
-            prompt_ids = None
-            if piece_mode == "pieces":
-                try:
-                    prompt_ids = piece_encoder.encode(pieces)
-                except ValueError as err:  # a piece whose end merges with the next '#': this batch whole
-                    log.warning("%s; tokenizing this batch as whole prompts", err)
-            if prompt_ids is None:
-                prompt_ids = tokenizer([prompts.render_prompt(tokenizer, system, u) for u in users],
-                                       add_special_tokens=False)["input_ids"]
-            answer_ids = tokenizer(answers, add_special_tokens=False)["input_ids"]
-            for i, parts, user, p_ids, a_ids, answer in zip(batch, parts_list, users, prompt_ids, answer_ids, answers):
-                c = all_cases[i]
-                enc = encode_record(tokenizer, system, parts, a_ids + eot, pcfg.max_length, pcfg.min_body_tokens,
-                                    first=(user, p_ids))
-                if enc is None:
-                    too_long.append(c.id)
-                    continue
-                for stage in enc.stages:
-                    truncated[stage] += 1
-                truncated["records"] += bool(enc.stages)
-                candidate_hits["cpt"] += c.codes.cpt[0] in cpt_cands[i]
-                candidate_hits["icd"] += sum(code in icd_cands[i] for code in c.codes.icd) / len(c.codes.icd)
-                candidate_hits["n"] += 1
-                encoded.append(enc)
-                content, record = c.content_hash, c.record_hash()  # each normalizes the whole text: once
-                rows_out.append({
-                    "id": c.id, "role": roles[i], "weight": weights[i], "content_hash": content,
-                    "record_hash": record, "system": system, "user": enc.user, "answer": answer,
-                    **c.codes.to_dict(), "modality": modality_of(c), "subsection": cpt_codes.subsection(c.codes.cpt[0]) or "other",
-                })
-                manifest_rows.append({"id": c.id, "split": split, "role": roles[i], "content_hash": content,
-                                      "record_hash": record})
-            bar.update(len(batch))
-        tables[split] = _split_table(rows_out, encoded)
-        lengths[split] = [len(e.input_ids) for e in encoded]
-    bar.close()
-
+    built = prompt(kept, splits, retrieved, recipe)
+    tokens = tokenize(kept, splits, built, tokenizer, recipe, progress)
     clock("prompts_tokenization")
-    for split, table in tables.items():
-        if table.num_rows == 0:
-            raise ValueError(f"split {split!r} is empty after tokenization: {len(too_long)} record(s) do not fit "
-                             f"prompt.max_length={pcfg.max_length} (e.g. {too_long[:3]})")
-    dataset = _save_dataset(tables, out_dir)
-    clock("save_dataset")
-    write_atomic(out_dir / "records.jsonl", "".join(json.dumps(r) + "\n" for r in manifest_rows))
-    if dcfg.write_cases:
-        from nyxmed.sources import write_cases
-
-        by_id = {c.id: c for c in all_cases}
-        for split in SPLITS:
-            write_cases([by_id[i] for i in dataset[split]["id"]], out_dir / "cases" / f"{split}.jsonl")
-
-    by_role_split = {r: {s: 0 for s in SPLITS} for r in ROLES}
-    weight_sum = {s: 0.0 for s in SPLITS}
-    for split in SPLITS:
-        for role, w in zip(dataset[split]["role"], dataset[split]["weight"]):
-            by_role_split[role][split] += 1
-            weight_sum[split] += w
-    clock("write_cases_manifest")
-    n_hits = max(candidate_hits["n"], 1)
-    manifest = {
-        "name": recipe.name,
-        "created": utc_now(),
-        "build_seconds": round(time.time() - started, 2),
-        "sources": found.sources,
-        "config": {"data": to_dict(dcfg), "retrieval": to_dict(rcfg), "prompt": to_dict(pcfg)},
-        "tokenizer": getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__,
-        "tokenization": piece_mode or "whole",  # "pieces": recurring prompt pieces tokenized once
-        "rules_sha256": hashlib.sha256(rules.encode()).hexdigest(),
-        "counts": {
-            "input": len(found.cases) + found.counts["duplicate_ids_removed"],
-            "duplicate_ids_removed": found.counts["duplicate_ids_removed"],
-            "retained_filtered_by_previous_manifest": found.counts["retained_filtered_by_previous_manifest"],
-            "duplicates_removed": {"exact": dedup.exact if dedup else 0, "near": dedup.near if dedup else 0},
-            "after_dedup": len(all_cases),
-            "too_long_dropped": len(too_long),
-            "by_split": {s: len(dataset[s]) for s in SPLITS},
-            "by_role": {r: sum(by_role_split[r].values()) for r in ROLES},
-            "by_role_split": by_role_split,
-        },
-        "weights": {"specificity": float(dcfg.specificity_weight), "other": 1.0, "sum_by_split": weight_sum},
-        "blocked_retrievals": neigh.blocked,
-        "leakage_measure": search.guard.measure, "leakage_threshold": search.guard.threshold,
-        "truncation": {"max_length": pcfg.max_length, "shortened_records": truncated["records"],
-                       **{f"by_{s}": truncated[s] for s in TRUNCATION_STAGES}, "too_long_ids": too_long},
-        "token_lengths": {s: _percentiles(lengths[s]) for s in SPLITS},
-        "candidate_recall": {"cpt_primary": candidate_hits["cpt"] / n_hits, "icd": candidate_hits["icd"] / n_hits},
-        "seconds": seconds,
-        "record_index": "records.jsonl",
-        "duplicates": dedup.removed if dedup else {},
-    }
-    write_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
-    return BuildResult(out_dir, dataset, manifest)
+    saved = save(kept, tokens, built, out_dir, recipe)
+    clock("save_dataset_records_cases")
+    result = manifest(recipe, tokenizer, found, kept, retrieved, built, tokens, saved, seconds, started)
+    write_atomic(out_dir / "manifest.json", json.dumps(result, indent=2) + "\n")
+    return BuildResult(out_dir, saved.dataset, result)
 
 
 def composition_table(manifest: dict[str, Any]):

@@ -89,22 +89,46 @@ class PromptParts:
         return None
 
 
+def shot_pieces(position: int, shot: Shot) -> list[tuple[str, bool]]:
+    """Few-shot example ``position`` (from 1): its heading apart, since a case recurs at different positions."""
+    return [(f"### Example {position}\n", True), (f"{shot.report}\nCodes: {shot.answer}\n\n", True)]
+
+
+def cpt_list_text(codes: tuple[str, ...]) -> str:
+    """The CPT candidate list's line: codes only (CPT descriptors are AMA-licensed)."""
+    return ", ".join(codes) or "(none)"
+
+
+def icd_list_text(codes: tuple[str, ...]) -> str:
+    """The ICD-10-CM candidate lines, each with its official description."""
+    return "\n".join(icd_candidate_line(c) for c in codes) or "(none)"
+
+
+def removed_text(longer: PromptParts, shorter: PromptParts) -> str:
+    """About the text one truncation step removed (last shot or last candidate): its token count
+    says how much a step saves."""
+    if len(shorter.shots) < len(longer.shots):
+        return "".join(t for t, _ in shot_pieces(len(longer.shots), longer.shots[-1]))
+    if shorter.icd != longer.icd:
+        return icd_candidate_line(longer.icd[-1]) + "\n"
+    return f"{longer.cpt[-1]}, "
+
+
 def user_pieces(parts: PromptParts) -> list[tuple[str, bool]]:
     """The user message cut at line starts (section and example headings, example reports), each
     piece with whether it recurs across records (rules, headings, few-shot examples).
 
     ``"".join`` of the texts is ``build_user(parts)``; the dataset builder tokenizes recurring
-    pieces once (see ``nyxmed.dataset.PieceEncoder``)."""
+    pieces once (see ``nyxmed.prompt_tokens.PieceEncoder``)."""
     pieces: list[tuple[str, bool]] = []
     if parts.shots:
         pieces.append(("## Coded examples of similar reports\n", True))
-        for i, s in enumerate(parts.shots, 1):  # the heading apart: a case recurs at different positions
-            pieces += [(f"### Example {i}\n", True), (f"{s.report}\nCodes: {s.answer}\n\n", True)]
+        for i, s in enumerate(parts.shots, 1):
+            pieces += shot_pieces(i, s)
     else:
         pieces.append(("## Coded examples of similar reports\n(none)\n\n", True))
-    pieces.append(("## CPT candidates (most likely first)\n" + (", ".join(parts.cpt) or "(none)") + "\n\n", False))
-    icd = "\n".join(icd_candidate_line(c) for c in parts.icd) or "(none)"
-    pieces.append(("## ICD-10-CM candidates (most likely first)\n" + icd + "\n\n", False))
+    pieces.append(("## CPT candidates (most likely first)\n" + cpt_list_text(parts.cpt) + "\n\n", False))
+    pieces.append(("## ICD-10-CM candidates (most likely first)\n" + icd_list_text(parts.icd) + "\n\n", False))
     pieces.append((f"## Coding rules\n{parts.rules}\n\n", True))
     pieces.append((f"## Report to code\n{parts.head}{parts.body}", False))
     return pieces
@@ -118,6 +142,12 @@ def build_user(parts: PromptParts) -> str:
 def shot_for(case: Case, seed: int, share: float) -> Shot:
     """A case shown as a few-shot example, in its own explicit/embedded layout."""
     return Shot(report_head(case, is_explicit(case.id, seed, share)) + case.report_text, case.codes.render())
+
+
+def parts_for(case: Case, shots: tuple[Shot, ...], cpt: tuple[str, ...], icd: tuple[str, ...], rules: str,
+              seed: int, share: float) -> PromptParts:
+    """The user message's pieces for ``case``, its report in its own explicit/embedded layout."""
+    return PromptParts(shots, cpt, icd, rules, report_head(case, is_explicit(case.id, seed, share)), case.report_text)
 
 
 def render_prompt(tokenizer, system: str, user: str) -> str:
