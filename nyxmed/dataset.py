@@ -2,8 +2,8 @@
 
 :func:`build_dataset` is the library entry (``nyxmed build-data`` calls it). The folder it writes
 holds ``dataset/`` (splits ``train``, ``validation``, ``heldout``), ``manifest.json``,
-``records.jsonl`` (id, split, role, hashes: what the next version filters ``retained`` by) and
-``cases/<split>.jsonl``. See docs/dataset.md.
+``records.jsonl`` (id, split, role, hashes: what the next version filters ``retained`` by),
+``preprocessor/`` (what makes a prompt: :mod:`nyxmed.preprocessor`) and ``cases/<split>.jsonl``. See docs/dataset.md.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from nyxmed.composition import (ROLES, SPLITS, Dedup, assign_role, check_disjoin
                                 remove_duplicates, role_weight, split_by_group)
 from nyxmed.config import Recipe, to_dict
 from nyxmed.io import atomic_dir, jsonl_text, sha256_file, sha256_text, utc_now, write_atomic
-from nyxmed.prompt_tokens import TRUNCATION_STAGES, Encoded, PieceEncoder, PromptEncoder, encode_record
+from nyxmed.preprocessor import Preprocessor
+from nyxmed.prompt_tokens import TRUNCATION_STAGES, Encoded, PieceEncoder, encode_record
 from nyxmed.retrieval import neardup
-from nyxmed.retrieval.candidates import CodeIncidence, widen
 from nyxmed.retrieval.leakage import LAYERS, Fingerprints
-from nyxmed.retrieval.neighbours import Neighbours, NeighbourSearch
+from nyxmed.retrieval.neighbours import Neighbours, retrieval_text
 
 __all__ = ["BuildResult", "PieceEncoder", "build_dataset", "composition_table", "encode_record", "retrieval_text"]
 
@@ -117,11 +117,6 @@ def collect_cases(recipe: Recipe, cases: Sequence[Case] | None, out_dir: Path) -
     return SourceCases([found[i] for i in keep], [roles[i] for i in keep], entries, counts)
 
 
-def retrieval_text(case: Case) -> str:
-    """What retrieval and the near-duplicate checks see: exam, reason and body."""
-    return "\n".join((case.exam_description, case.reason_for_exam, case.report_text))
-
-
 def modality_of(case: Case) -> str:
     """``meta['modality']`` when the source gives it, else read from the exam description."""
     if case.meta.get("modality"):
@@ -131,20 +126,6 @@ def modality_of(case: Case) -> str:
 
 
 # ----------------------------------------------------------------------------- assembly
-def _candidates(recipe: Recipe, train: Sequence[Case], neigh: Neighbours) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
-    """Ordered CPT and ICD-10-CM candidate lists per query, from unblocked neighbours' gold codes."""
-    cfg = recipe.retrieval
-    rows, scores = neigh.rows[:, :cfg.candidate_neighbours], neigh.scores[:, :cfg.candidate_neighbours]
-    cpt_ranked = CodeIncidence([c.codes.cpt for c in train]).rank(rows, scores)
-    icd_ranked = CodeIncidence([c.codes.icd for c in train]).rank(rows, scores)
-    cpt = [tuple(code for code, _ in r[:cfg.cpt_candidates]) for r in cpt_ranked]
-    icd = []
-    for r in icd_ranked:
-        ranked = widen(r[:cfg.icd_candidates], cfg.widen_per_code, cfg.widen_discount) if cfg.widen_icd else r
-        icd.append(tuple(code for code, _ in ranked[:cfg.icd_candidates]))
-    return cpt, icd
-
-
 def _list_array(arrays: list[np.ndarray], dtype) -> pa.Array:
     offsets = np.zeros(len(arrays) + 1, dtype=np.int32)
     np.cumsum([len(a) for a in arrays], out=offsets[1:])
@@ -255,31 +236,23 @@ def embed(kept: Deduplicated, recipe: Recipe, progress: bool) -> Embeddings:
 
 @dataclass(frozen=True)
 class Retrieved:
-    """Few-shot neighbours (train rows) and candidate code lists of every kept case."""
+    """The preprocessor (the train split as the retrieval pool) and every kept case's few-shot neighbours."""
 
+    preprocessor: Preprocessor
     neighbours: Neighbours
-    cpt: list[tuple[str, ...]]
-    icd: list[tuple[str, ...]]
-    leakage_measure: str
-    leakage_threshold: float
 
 
-def retrieve(kept: Deduplicated, splits: Splits, emb: Embeddings, recipe: Recipe, progress: bool) -> Retrieved:
+def retrieve(kept: Deduplicated, splits: Splits, emb: Embeddings, recipe: Recipe, tokenizer,
+             progress: bool) -> Retrieved:
     """Every case queries the train split only, through the leakage defense."""
-    rcfg, train_rows, vectors = recipe.retrieval, splits.train, emb.vectors
+    train_rows, vectors = splits.train, emb.vectors
     fp = Fingerprints.of(kept.cases, vectors if vectors is not None else kept.signatures)
-    reranker = None
-    if rcfg.reranker:
-        from nyxmed.retrieval.rerank import Reranker
-
-        reranker = Reranker(rcfg.reranker)
-    search = NeighbourSearch([kept.texts[i] for i in train_rows], fp.take(train_rows), rcfg,
-                             pool_vectors=vectors[train_rows] if vectors is not None else None, reranker=reranker)
+    pre = Preprocessor([kept.cases[i] for i in train_rows], fp.take(train_rows), recipe.retrieval, recipe.prompt,
+                       prompts.load_rules(recipe.prompt.rules_file), tokenizer)
     self_rows = np.full(len(kept.cases), -1, np.int64)
     self_rows[train_rows] = np.arange(len(train_rows))
-    neigh = search.search(kept.texts, fp, self_rows, dense_queries=vectors, progress=progress)
-    cpt, icd = _candidates(recipe, [kept.cases[i] for i in train_rows], neigh)
-    return Retrieved(neigh, cpt, icd, search.guard.measure, search.guard.threshold)
+    neigh = pre.search.search(kept.texts, fp, self_rows, dense_queries=vectors, progress=progress)
+    return Retrieved(pre, neigh)
 
 
 @dataclass(frozen=True)
@@ -288,24 +261,12 @@ class Prompts:
 
     parts: list[prompts.PromptParts]
     answers: list[str]
-    rules: str
-    system: str
 
 
-def prompt(kept: Deduplicated, splits: Splits, retrieved: Retrieved, recipe: Recipe) -> Prompts:
-    """Few-shot examples, candidate lists, rules and report of each case (``nyxmed.prompts``)."""
-    pcfg, train_rows = recipe.prompt, splits.train
-    rules = prompts.load_rules(pcfg.rules_file)
-    shot_cache: dict[int, prompts.Shot] = {}
-    parts = []
-    for i, c in enumerate(kept.cases):
-        for r in retrieved.neighbours.shots[i]:
-            if r >= 0 and r not in shot_cache:
-                shot_cache[r] = prompts.shot_for(kept.cases[train_rows[r]], pcfg.seed, pcfg.explicit_share)
-        shots = tuple(shot_cache[r] for r in retrieved.neighbours.shots[i] if r >= 0)
-        parts.append(prompts.parts_for(c, shots, retrieved.cpt[i], retrieved.icd[i], rules, pcfg.seed,
-                                       pcfg.explicit_share))
-    return Prompts(parts, [prompts.answer_text(c) for c in kept.cases], rules, prompts.SYSTEM_PROMPT)
+def prompt(kept: Deduplicated, retrieved: Retrieved) -> Prompts:
+    """Few-shot examples, candidate lists, rules and report of each case (the preprocessor's path)."""
+    return Prompts(retrieved.preprocessor.parts(kept.cases, retrieved.neighbours),
+                   [prompts.answer_text(c) for c in kept.cases])
 
 
 @dataclass(frozen=True)
@@ -319,10 +280,10 @@ class Tokenized:
     mode: str  # "pieces" or "whole" (see prompt_tokens.PromptEncoder)
 
 
-def tokenize(kept: Deduplicated, splits: Splits, built: Prompts, tokenizer, recipe: Recipe, progress: bool,
-             chunk: int = 512) -> Tokenized:
-    """Prompt + answer ids of every case within ``prompt.max_length``, in batches."""
-    encoder = PromptEncoder(tokenizer, built.system, recipe.prompt.max_length, recipe.prompt.min_body_tokens)
+def tokenize(kept: Deduplicated, splits: Splits, built: Prompts, retrieved: Retrieved, recipe: Recipe,
+             progress: bool, chunk: int = 512) -> Tokenized:
+    """Prompt + answer ids of every case within ``prompt.max_length``, in batches (the preprocessor's encoder)."""
+    encoder, tokenizer = retrieved.preprocessor.encoder, retrieved.preprocessor.tokenizer
     rows, encoded, too_long, truncated = {}, {}, [], Counter()
     bar = tqdm(total=len(kept.cases), desc="prompts+tokens", unit="case", disable=not progress)
     for name in SPLITS:
@@ -355,10 +316,14 @@ class Saved:
 
     dataset: Any  # datasets.DatasetDict
     records: list[dict[str, Any]]
+    preprocessor_id: str
 
 
-def save(kept: Deduplicated, tokens: Tokenized, built: Prompts, out_dir: Path, recipe: Recipe) -> Saved:
-    """``dataset/`` (swapped in atomically), ``records.jsonl`` and, with ``data.write_cases``, ``cases/``."""
+def save(kept: Deduplicated, tokens: Tokenized, built: Prompts, retrieved: Retrieved, out_dir: Path,
+         recipe: Recipe) -> Saved:
+    """``dataset/`` (swapped in atomically), ``records.jsonl``, ``preprocessor/`` and, with
+    ``data.write_cases``, ``cases/``."""
+    system = retrieved.preprocessor.system
     tables, records = {}, []
     for name in SPLITS:
         rows_out = []
@@ -367,7 +332,7 @@ def save(kept: Deduplicated, tokens: Tokenized, built: Prompts, out_dir: Path, r
             content, record = c.content_hash, c.record_hash()  # each normalizes the whole text: once
             rows_out.append({
                 "id": c.id, "role": kept.roles[i], "weight": kept.weights[i], "content_hash": content,
-                "record_hash": record, "system": built.system, "user": enc.user, "answer": built.answers[i],
+                "record_hash": record, "system": system, "user": enc.user, "answer": built.answers[i],
                 **c.codes.to_dict(), "modality": modality_of(c),
                 "subsection": cpt_codes.subsection(c.codes.cpt[0]) or "other",
             })
@@ -376,19 +341,20 @@ def save(kept: Deduplicated, tokens: Tokenized, built: Prompts, out_dir: Path, r
         tables[name] = _split_table(rows_out, tokens.encoded[name])
     dataset = _save_dataset(tables, out_dir)
     write_atomic(out_dir / "records.jsonl", jsonl_text(records))
+    preprocessor_id = retrieved.preprocessor.save(out_dir / "preprocessor")
     if recipe.data.write_cases:
         from nyxmed.sources import write_cases
 
         for name in SPLITS:
             write_cases([kept.cases[i] for i in tokens.rows[name]], out_dir / "cases" / f"{name}.jsonl")
-    return Saved(dataset, records)
+    return Saved(dataset, records, preprocessor_id)
 
 
-def _candidate_recall(kept: Deduplicated, tokens: Tokenized, retrieved: Retrieved) -> dict[str, float]:
-    """How often the gold primary CPT and the gold ICD codes are in the candidate lists (kept records)."""
+def _candidate_recall(kept: Deduplicated, tokens: Tokenized, built: Prompts) -> dict[str, float]:
+    """How often the gold primary CPT and the gold ICD codes are in the (untruncated) candidate lists."""
     rows = [i for name in SPLITS for i in tokens.rows[name]]
-    cpt = sum(kept.cases[i].codes.cpt[0] in retrieved.cpt[i] for i in rows)
-    icd = sum(sum(code in retrieved.icd[i] for code in kept.cases[i].codes.icd) / len(kept.cases[i].codes.icd)
+    cpt = sum(kept.cases[i].codes.cpt[0] in built.parts[i].cpt for i in rows)
+    icd = sum(sum(code in built.parts[i].icd for code in kept.cases[i].codes.icd) / len(kept.cases[i].codes.icd)
               for i in rows)
     n = max(len(rows), 1)
     return {"cpt_primary": cpt / n, "icd": icd / n}
@@ -398,7 +364,7 @@ def manifest(recipe: Recipe, tokenizer, found: SourceCases, kept: Deduplicated, 
              built: Prompts, tokens: Tokenized, saved: Saved, seconds: dict[str, float], started: float,
              ) -> dict[str, Any]:
     """What was built and how: sources, config, counts that reconcile, leakage, truncation, lengths."""
-    dcfg, dataset, dedup = recipe.data, saved.dataset, kept.removed
+    dcfg, dataset, dedup, guard = recipe.data, saved.dataset, kept.removed, retrieved.preprocessor.search.guard
     by_role_split = {r: {s: 0 for s in SPLITS} for r in ROLES}
     weight_sum = {s: 0.0 for s in SPLITS}
     for name in SPLITS:
@@ -413,8 +379,9 @@ def manifest(recipe: Recipe, tokenizer, found: SourceCases, kept: Deduplicated, 
         "config": {"data": to_dict(dcfg), "retrieval": to_dict(recipe.retrieval), "prompt": to_dict(recipe.prompt)},
         "tokenizer": getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__,
         "tokenization": tokens.mode,  # "pieces": recurring prompt pieces tokenized once
-        "rules_sha256": sha256_text(built.rules),
+        "rules_sha256": sha256_text(retrieved.preprocessor.rules),
         "icd10cm_release": icd10cm.release_name(),
+        "preprocessor": "preprocessor", "preprocessor_id": saved.preprocessor_id,
         "counts": {
             "input": len(found.cases) + found.counts["duplicate_ids_removed"],
             "duplicate_ids_removed": found.counts["duplicate_ids_removed"],
@@ -428,12 +395,12 @@ def manifest(recipe: Recipe, tokenizer, found: SourceCases, kept: Deduplicated, 
         },
         "weights": {"specificity": float(dcfg.specificity_weight), "other": 1.0, "sum_by_split": weight_sum},
         "blocked_retrievals": retrieved.neighbours.blocked,
-        "leakage_measure": retrieved.leakage_measure, "leakage_threshold": retrieved.leakage_threshold,
+        "leakage_measure": guard.measure, "leakage_threshold": guard.threshold,
         "truncation": {"max_length": recipe.prompt.max_length, "shortened_records": tokens.truncated.get("records", 0),
                        **{f"by_{s}": tokens.truncated.get(s, 0) for s in TRUNCATION_STAGES},
                        "too_long_ids": tokens.too_long},
         "token_lengths": {s: _percentiles([len(e.input_ids) for e in tokens.encoded[s]]) for s in SPLITS},
-        "candidate_recall": _candidate_recall(kept, tokens, retrieved),
+        "candidate_recall": _candidate_recall(kept, tokens, built),
         "seconds": seconds,
         "record_index": "records.jsonl",
         "duplicates": dedup.removed if dedup else {},
@@ -464,12 +431,12 @@ def build_dataset(recipe: Recipe, tokenizer, cases: Sequence[Case] | None = None
     emb = embed(kept, recipe, progress)
     if emb.vectors is not None:
         clock("embedding")
-    retrieved = retrieve(kept, splits, emb, recipe, progress)
-    clock("retrieval_leakage_candidates")
-    built = prompt(kept, splits, retrieved, recipe)
-    tokens = tokenize(kept, splits, built, tokenizer, recipe, progress)
-    clock("prompts_tokenization")
-    saved = save(kept, tokens, built, out_dir, recipe)
+    retrieved = retrieve(kept, splits, emb, recipe, tokenizer, progress)
+    clock("retrieval_leakage")
+    built = prompt(kept, retrieved)
+    tokens = tokenize(kept, splits, built, retrieved, recipe, progress)
+    clock("candidates_prompts_tokenization")
+    saved = save(kept, tokens, built, retrieved, out_dir, recipe)
     clock("save_dataset_records_cases")
     result = manifest(recipe, tokenizer, found, kept, retrieved, built, tokens, saved, seconds, started)
     write_atomic(out_dir / "manifest.json", json.dumps(result, indent=2) + "\n")

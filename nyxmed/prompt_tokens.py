@@ -212,12 +212,16 @@ class PromptEncoder:
         return self.tokenizer([prompts.render_prompt(self.tokenizer, self.system, u) for u in users],
                               add_special_tokens=False)["input_ids"]
 
-    def encode(self, parts_list: list[prompts.PromptParts], answer_ids: list[list[int]]) -> list[Encoded | None]:
-        """Each record's :class:`Encoded` (answer + ``<|eot_id|>`` appended), None where it cannot fit."""
+    def encode(self, parts_list: list[prompts.PromptParts], answer_ids: list[list[int]] | None = None,
+               reserve: list[int] | None = None) -> list[Encoded | None]:
+        """Each record's :class:`Encoded`, None where it cannot fit. With ``answer_ids``, the answer and
+        ``<|eot_id|>`` follow the prompt; without, the prompt alone keeps ``reserve[i]`` tokens free."""
         pieces = [prompts.user_pieces(p) for p in parts_list]
         users = ["".join(t for t, _ in p) for p in pieces]
         out = []
-        for parts, user, p_ids, a_ids in zip(parts_list, users, self._prompt_ids(pieces, users), answer_ids):
-            out.append(encode_record(self.tokenizer, self.system, parts, a_ids + self.eot, self.max_length,
-                                     self.min_body_tokens, first=(user, p_ids)))
+        for i, (parts, user, p_ids) in enumerate(zip(parts_list, users, self._prompt_ids(pieces, users))):
+            answer, max_length = (answer_ids[i] + self.eot, self.max_length) if answer_ids is not None else \
+                ([], self.max_length - reserve[i])
+            out.append(encode_record(self.tokenizer, self.system, parts, answer, max_length, self.min_body_tokens,
+                                     first=(user, p_ids)))
         return out

@@ -1,13 +1,15 @@
 """Lexical retrieval: a BM25 index (``bm25s``) queried in batches.
 
 ``bm25s`` tokenizes, precomputes every (term, document) score and retrieves a batch of queries
-(with its numba backend when numba is installed, on ``threads`` threads). Long queries (whole
+with its default numpy backend (numba is not used: its backend orders tied scores differently,
+so it would change built data; docs/performance.md). Long queries (whole
 reports) keep only their ``query_terms`` rarest terms: frequent template words cost the most
 and change the ranking the least.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import bm25s
@@ -27,6 +29,23 @@ class Bm25Index:
         self._model = bm25s.BM25()
         self._model.index(corpus, show_progress=False)
         self._df = np.diff(np.asarray(self._model.scores["indptr"], dtype=np.int64))  # documents per term
+
+    def save(self, folder: str | Path) -> None:
+        """The bm25s index (scores, vocabulary, parameters) and its tokenizer's vocabulary."""
+        self._model.save(str(folder), show_progress=False)
+        self._tokenizer.save_vocab(str(folder))
+
+    @classmethod
+    def load(cls, folder: str | Path, query_terms: int = 32, threads: int = 0) -> "Bm25Index":
+        """The index :meth:`save` wrote; searches exactly as the index that was saved."""
+        index = cls.__new__(cls)
+        index.query_terms, index.threads = query_terms, threads
+        index._tokenizer = Tokenizer(stopwords="english")
+        index._tokenizer.load_vocab(str(folder))
+        index._model = bm25s.BM25.load(str(folder), show_progress=False)
+        index._df = np.diff(np.asarray(index._model.scores["indptr"], dtype=np.int64))
+        index.size = int(index._model.scores["num_docs"])
+        return index
 
     def _query_terms(self, queries: Sequence[str]) -> list[list[int]]:
         """Each query's distinct term ids known to the pool, its rarest ``query_terms`` only."""

@@ -52,6 +52,20 @@ class DenseIndex:
         self._index = faiss.IndexFlatIP(dim)
         self._index.add(np.ascontiguousarray(vectors, dtype=np.float32))
 
+    def save(self, path: str | Path) -> None:
+        import faiss
+
+        faiss.write_index(self._index, str(path))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "DenseIndex":
+        import faiss
+
+        index = cls.__new__(cls)
+        index._index = faiss.read_index(str(path))
+        index.size = index._index.ntotal
+        return index
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` rows and cosines per query, shape ``[n, k]``; missing rows are -1."""
         k = min(k, self.size)

@@ -8,11 +8,17 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from nyxmed.cases import Case
 from nyxmed.config import RetrievalConfig
 from nyxmed.retrieval.bm25 import Bm25Index
 from nyxmed.retrieval.dense import DenseIndex
 from nyxmed.retrieval.fusion import reciprocal_rank_fusion
 from nyxmed.retrieval.leakage import LAYERS, Fingerprints, LeakageGuard
+
+
+def retrieval_text(case: Case) -> str:
+    """What retrieval and the near-duplicate checks see: exam, reason and body."""
+    return "\n".join((case.exam_description, case.reason_for_exam, case.report_text))
 
 
 @dataclass
@@ -29,12 +35,16 @@ class NeighbourSearch:
     """Retrieves few-shot neighbours for query records from a fixed pool (the train split)."""
 
     def __init__(self, pool_texts: Sequence[str], pool_fp: Fingerprints, cfg: RetrievalConfig,
-                 pool_vectors: np.ndarray | None = None, reranker=None):
+                 pool_vectors: np.ndarray | None = None, reranker=None, bm25: Bm25Index | None = None,
+                 dense: DenseIndex | None = None):
+        """``bm25`` / ``dense``: indexes already built over this pool (loaded ones); else built here."""
         self.cfg = cfg
         self.pool_texts = list(pool_texts)
         self.pool_fp = pool_fp
-        self.bm25 = Bm25Index(self.pool_texts, query_terms=cfg.bm25_query_terms, threads=cfg.bm25_threads)
-        self.dense = DenseIndex(pool_vectors) if cfg.dense and pool_vectors is not None and len(pool_vectors) else None
+        self.bm25 = bm25 or Bm25Index(self.pool_texts, query_terms=cfg.bm25_query_terms, threads=cfg.bm25_threads)
+        if dense is None and cfg.dense and pool_vectors is not None and len(pool_vectors):
+            dense = DenseIndex(pool_vectors)
+        self.dense = dense if cfg.dense else None
         if cfg.dense and self.dense is None and len(self.pool_texts):
             raise ValueError("retrieval.dense is on but no pool embeddings were given")
         measure, threshold = ("cosine", cfg.leak_cosine) if cfg.dense else ("jaccard", cfg.leak_jaccard)
