@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from nyxmed.config import Recipe
+from nyxmed.config import Recipe, load_recipe
 from nyxmed.dataset import build_dataset
 from nyxmed.errors import NotFound, VerificationError
 from nyxmed.preprocessor import ANSWER_RESERVE, Preprocessor
@@ -15,14 +15,9 @@ from nyxmed.synth import generate_cases
 
 
 def _recipe(out_dir, dense: bool) -> Recipe:
-    r = Recipe(name="pre")
-    r.data.out_dir = str(out_dir)
-    r.data.heldout_size = 40
-    r.data.val_size = 10
-    r.retrieval.dense = dense
-    r.retrieval.n_shots = 3
-    r.prompt.max_length = 3900  # some held-out prompts are shortened
-    return r
+    # max_length 3900: some held-out prompts of the tiny tokenizer are shortened, so truncation is compared too
+    return load_recipe(None, [f"data.out_dir={out_dir}", "data.heldout_size=40", "data.val_size=10",
+                              f"retrieval.dense={str(dense).lower()}", "retrieval.n_shots=3", "prompt.max_length=3900"])
 
 
 @pytest.fixture(scope="module")
