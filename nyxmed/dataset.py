@@ -28,7 +28,7 @@ from nyxmed.composition import (ROLES, SPLITS, Dedup, assign_role, check_disjoin
 from nyxmed.config import Recipe, to_dict
 from nyxmed.io import atomic_dir, jsonl_text, sha256_file, sha256_text, utc_now, write_atomic
 from nyxmed.preprocessor import Preprocessor
-from nyxmed.prompt_tokens import TRUNCATION_STAGES, Encoded, PieceEncoder, encode_record
+from nyxmed.prompt_tokens import BATCH, TRUNCATION_STAGES, Encoded, PieceEncoder, encode_record
 from nyxmed.retrieval import neardup
 from nyxmed.retrieval.leakage import LAYERS, Fingerprints
 from nyxmed.retrieval.neighbours import Neighbours, retrieval_text
@@ -281,7 +281,7 @@ class Tokenized:
 
 
 def tokenize(kept: Deduplicated, splits: Splits, built: Prompts, retrieved: Retrieved, recipe: Recipe,
-             progress: bool, chunk: int = 512) -> Tokenized:
+             progress: bool) -> Tokenized:
     """Prompt + answer ids of every case within ``prompt.max_length``, in batches (the preprocessor's encoder)."""
     encoder, tokenizer = retrieved.preprocessor.encoder, retrieved.preprocessor.tokenizer
     rows, encoded, too_long, truncated = {}, {}, [], Counter()
@@ -289,8 +289,8 @@ def tokenize(kept: Deduplicated, splits: Splits, built: Prompts, retrieved: Retr
     for name in SPLITS:
         rows[name], encoded[name] = [], []
         idx = splits.rows[name]
-        for lo in range(0, len(idx), chunk):
-            batch = idx[lo:lo + chunk]
+        for lo in range(0, len(idx), BATCH):
+            batch = idx[lo:lo + BATCH]
             answer_ids = tokenizer([built.answers[i] for i in batch], add_special_tokens=False)["input_ids"]
             for i, enc in zip(batch, encoder.encode([built.parts[i] for i in batch], answer_ids)):
                 if enc is None:

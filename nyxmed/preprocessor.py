@@ -21,7 +21,7 @@ from nyxmed.codes import icd10cm
 from nyxmed.config import PromptConfig, RetrievalConfig, to_dict
 from nyxmed.errors import InputError, NotFound, VerificationError
 from nyxmed.io import atomic_dir, jsonl_text, read_json, read_jsonl, sha256_file, sha256_text, write_atomic, write_json
-from nyxmed.prompt_tokens import TRUNCATION_STAGES, Encoded, PromptEncoder
+from nyxmed.prompt_tokens import BATCH, TRUNCATION_STAGES, Encoded, PromptEncoder
 from nyxmed.retrieval import neardup
 from nyxmed.retrieval.bm25 import Bm25Index
 from nyxmed.retrieval.candidates import CodeIncidence, widen
@@ -32,7 +32,8 @@ from nyxmed.retrieval.neighbours import Neighbours, NeighbourSearch, retrieval_t
 FORMAT = 1
 ANSWER_RESERVE = 64  # tokens kept free for the answer of a case without one (generation's max_new_tokens)
 FINGERPRINT_FIELDS = ("content", "visit", "accession", "vectors")
-POOL_FIELDS = ("id", "exam_description", "reason_for_exam", "report_text", "patient_key", "accession", "exam_date")
+# what prompts show of a pool case; patient key, accession and date live only as hashed fingerprints
+POOL_FIELDS = ("id", "exam_description", "reason_for_exam", "report_text")
 
 
 @dataclass(frozen=True)
@@ -130,8 +131,8 @@ class Preprocessor:
         parts = self.parts(cases, neigh)
         reserve = [answer_tokens] * len(cases) if isinstance(answer_tokens, int) else list(answer_tokens)
         out: list[Prompt | None] = []
-        for lo in range(0, len(cases), 512):
-            hi = min(lo + 512, len(cases))
+        for lo in range(0, len(cases), BATCH):
+            hi = min(lo + BATCH, len(cases))
             encoded = self.encoder.encode(parts[lo:hi], reserve=reserve[lo:hi])
             for i, enc in zip(range(lo, hi), encoded):
                 out.append(None if enc is None else self._prompt(cases[i], enc, neigh.shots[i], parts[i]))

@@ -14,6 +14,7 @@ from nyxmed import prompts
 log = logging.getLogger(__name__)
 
 TRUNCATION_STAGES = ("shots", "candidates", "body")
+BATCH = 512  # records tokenized together: recurring pieces are tokenized once per batch at most
 
 
 @dataclass(frozen=True)
