@@ -15,7 +15,9 @@ import pytest
 import yaml
 
 from hub_standin import HubStandin
+from nyxmed.errors import InputError, RemoteError
 from nyxmed.releases import ReleaseError
+from nyxmed.releases.staging import STAGING_MARKER
 
 TOKEN = "hf_FakeTokenForTests0123456789abcdef"
 PLANT = "Zebra-striped hepatic lesion in patient Quintessa Marlowe"  # stands for report text
@@ -134,7 +136,9 @@ def test_dry_run_writes_the_folder_and_touches_nothing(hub, release_inputs, tmp_
     assert plan[-1]["action"] == f"would register v1 in hub:{REPO}"
     folder = tmp_path / "dry" / "v1"
     assert (folder / "README.md").is_file() and (folder / "release.json").is_file()
-    assert sorted(plan[-1]["files"]) == sorted(p.name for p in folder.iterdir() if p.name != "release.json")
+    assert (folder / STAGING_MARKER).is_file()  # the staging folder says nyxmed wrote it
+    assert sorted(plan[-1]["files"]) == sorted(p.name for p in folder.iterdir()
+                                               if p.name not in ("release.json", STAGING_MARKER))
 
 
 def test_publish_without_token_fails(hub, release_inputs, tmp_path, monkeypatch):
