@@ -148,7 +148,7 @@ def promote_in_process(promote, version, barrier, errors) -> None:
     barrier.wait()
     try:
         promote(version)
-    except BaseException as exc:  # reported to the parent, which fails the test with it
+    except Exception as exc:  # reported to the parent, which fails the test with it
         errors.put(f"{version}: {type(exc).__name__}: {exc}")
 
 
