@@ -143,23 +143,25 @@ def test_cli_register_promote_rollback_history(tmp_path, trained_adapter_dir, ca
 
 
 # ---------------------------------------------------------------------- concurrency: processes, not threads
-def promote_in_process(promote, version, barrier, errors) -> None:
-    """One release manager: wait for the others, then promote ``version`` (run in a child process)."""
+def move_in_process(make_registry, job, barrier, errors) -> None:
+    """One release manager: wait for the others, then promote ``job`` or roll back (in a child process)."""
+    reg = make_registry()
     barrier.wait()
     try:
-        promote(version)
+        reg.rollback() if job == "rollback" else reg.promote(job)
     except Exception as exc:  # reported to the parent, which fails the test with it
-        errors.put(f"{version}: {type(exc).__name__}: {exc}")
+        errors.put(f"{job}: {type(exc).__name__}: {exc}")
 
 
-def promote_concurrently(make_registry, versions, rounds) -> None:
-    """``rounds`` times, every version of ``versions`` promoted at once, each by its own process."""
+def promote_concurrently(make_registry, versions, rounds, rollbacks=2) -> None:
+    """``rounds`` times, every version of ``versions`` promoted at once, each by its own process; from the
+    second round on, ``rollbacks`` more processes roll back at the same time."""
     ctx = multiprocessing.get_context("fork")
     errors = ctx.Queue()
-    for _ in range(rounds):
-        barrier = ctx.Barrier(len(versions))
-        procs = [ctx.Process(target=promote_in_process, args=(make_registry().promote, v, barrier, errors))
-                 for v in versions]
+    for r in range(rounds):
+        jobs = versions + ["rollback"] * (rollbacks if r else 0)
+        barrier = ctx.Barrier(len(jobs))
+        procs = [ctx.Process(target=move_in_process, args=(make_registry, job, barrier, errors)) for job in jobs]
         for p in procs:
             p.start()
         for p in procs:
@@ -187,7 +189,7 @@ def test_concurrent_promotes_in_processes_keep_a_valid_history(registry, tmp_pat
     publish(trained_adapter_dir, "v3", registry, tmp_path / "stage3")
     versions = ["v1", "v1-epoch1", "v1-epoch2", "v2", "v3", "v3-epoch1"]
     promote_concurrently(lambda: LocalRegistry(registry.root), versions, rounds=3)
-    assert_valid_chain(registry, 3 * len(versions))
+    assert_valid_chain(registry, 3 * len(versions) + 2 * 2)
     pointer = json.loads((registry.root / "production.json").read_text())
     assert Path(pointer["path"]) == registry.path(registry.production())
 
