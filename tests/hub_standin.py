@@ -8,7 +8,9 @@ Hub registry (read from its source: hf_api.py, _commit_api.py):
 - GET    /api/models/{repo}/refs                    list_repo_refs
 - POST   /api/models/{repo}/preupload/{rev}         upload modes: every file "regular" (no LFS, no Xet)
 - POST   /api/models/{repo}/commit/{rev}            create_commit: ndjson header / file / deletedFile;
-                                                     parentCommit checked (412 when stale)
+                                                     parentCommit checked: 412 when stale, as the Hub
+                                                     answers (huggingface_hub raises HfHubHTTPError with
+                                                     response.status_code 412; nyxmed also retries 409)
 - POST   /api/models/{repo}/tag/{rev}               create_tag;  DELETE /api/models/{repo}/tag/{tag}
 - POST   /api/models/{repo}/branch/{branch}         create_branch; DELETE .../branch/{branch}
 - GET    /{repo}/resolve/{rev}/{path}               file download

@@ -15,7 +15,9 @@ import pytest
 import yaml
 
 from hub_standin import HubStandin
+from nyxmed.errors import InputError, RemoteError
 from nyxmed.releases import ReleaseError
+from nyxmed.releases.staging import STAGING_MARKER
 
 TOKEN = "hf_FakeTokenForTests0123456789abcdef"
 PLANT = "Zebra-striped hepatic lesion in patient Quintessa Marlowe"  # stands for report text
@@ -134,13 +136,14 @@ def test_dry_run_writes_the_folder_and_touches_nothing(hub, release_inputs, tmp_
     assert plan[-1]["action"] == f"would register v1 in hub:{REPO}"
     folder = tmp_path / "dry" / "v1"
     assert (folder / "README.md").is_file() and (folder / "release.json").is_file()
-    assert sorted(plan[-1]["files"]) == sorted(p.name for p in folder.iterdir() if p.name != "release.json")
+    assert (folder / STAGING_MARKER).is_file()  # the staging folder says nyxmed wrote it
+    assert sorted(plan[-1]["files"]) == sorted(p.name for p in folder.iterdir()
+                                               if p.name not in ("release.json", STAGING_MARKER))
 
 
 def test_publish_without_token_fails(hub, release_inputs, tmp_path, monkeypatch):
-    from huggingface_hub.errors import HfHubHTTPError
-
-    from nyxmed.cli import main
+    from nyxmed.releases.hub import HubRegistry
+    from nyxmed.releases.publish import publish
 
     monkeypatch.delenv("HF_TOKEN")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))  # no saved login either
@@ -148,10 +151,79 @@ def test_publish_without_token_fails(hub, release_inputs, tmp_path, monkeypatch)
 
     monkeypatch.setattr(hf_constants, "HF_TOKEN_PATH", str(tmp_path / "hf_home" / "token"))
     monkeypatch.setattr(hf_constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "hf_home" / "stored_tokens"))
-    src, ev, data = release_inputs
-    with pytest.raises(HfHubHTTPError, match="401"):
-        main(_publish_args(src, ev, data, tmp_path / "stage"))
+    src, _, _ = release_inputs
+    with pytest.raises(RemoteError, match="401") as exc:
+        publish(src, "v1", HubRegistry(REPO), tmp_path / "stage", REPO)
+    assert exc.value.exit_code == RemoteError.exit_code and "\n" not in str(exc.value)
     assert REPO not in hub.repos
+
+
+def test_offline_or_unreachable_hub_is_a_remote_error(monkeypatch):
+    import socket
+
+    import huggingface_hub.constants as hf_constants
+
+    from nyxmed.releases.hub import HubRegistry
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    for call in ("versions", "production", "history"):
+        with pytest.raises(RemoteError, match="HF_HUB_OFFLINE is set"):
+            getattr(HubRegistry(REPO, endpoint="http://127.0.0.1:9"), call)()
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    with pytest.raises(RemoteError, match=f"cannot reach {closed}"):
+        HubRegistry(REPO, endpoint=closed).promote("v1")
+
+
+def test_stand_in_refuses_a_stale_parent_commit_as_the_hub_does(hub):
+    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    api = HfApi(endpoint=hub.endpoint, token=TOKEN)
+    api.create_repo(REPO, private=True)
+    stale = api.list_repo_refs(REPO).branches[0].target_commit
+    api.create_commit(REPO, [CommitOperationAdd("a.txt", b"a")], commit_message="a", parent_commit=stale)
+    with pytest.raises(HfHubHTTPError) as exc:
+        api.create_commit(REPO, [CommitOperationAdd("b.txt", b"b")], commit_message="b", parent_commit=stale)
+    assert exc.value.response.status_code == 412
+    assert "b.txt" not in hub.files(REPO, "main")
+
+
+def test_concurrent_hub_promotes_in_processes_keep_a_valid_history(hub, release_inputs, tmp_path):
+    from test_releases import assert_valid_chain, promote_concurrently
+
+    from nyxmed.releases.hub import HubRegistry
+    from nyxmed.releases.publish import publish
+
+    src, _, _ = release_inputs
+    publish(src, "v1", HubRegistry(REPO), tmp_path / "stage1", REPO)
+    publish(src, "v2", HubRegistry(REPO), tmp_path / "stage2", REPO)
+    versions = ["v1", "v1-epoch1", "v1-epoch2", "v2", "v2-epoch1", "v2-epoch2"]
+    promote_concurrently(lambda: HubRegistry(REPO), versions, rounds=2)
+    reg = HubRegistry(REPO)
+    assert_valid_chain(reg, 2 * len(versions) + 2)
+    repo = hub.repos[REPO]
+    assert repo.branches["production"] == repo.tags[reg.production()]  # the branch follows the pointer
+
+
+def test_damaged_hub_pointer_is_named_and_kept(hub, release_inputs, tmp_path):
+    from nyxmed.releases.hub import POINTER_PATH, HubRegistry
+    from nyxmed.releases.publish import publish
+
+    src, _, _ = release_inputs
+    shutil.rmtree(src / "frozen")
+    publish(src, "v1", HubRegistry(REPO), tmp_path / "stage", REPO)
+    reg = HubRegistry(REPO)
+    reg.promote("v1")
+    repo = hub.repos[REPO]
+    head = repo.branches["main"]
+    repo.commits[head][POINTER_PATH] = repo.commits[head][POINTER_PATH][:15]
+    for call in (reg.production, lambda: reg.promote("v1"), reg.rollback):
+        with pytest.raises(InputError, match=f"{REPO}:{POINTER_PATH} is damaged .*not reset"):
+            call()
+    assert repo.branches["main"] == head  # nothing was committed over it
 
 
 def test_hub_promote_rollback_and_failures(hub, release_inputs, tmp_path):
@@ -172,7 +244,7 @@ def test_hub_promote_rollback_and_failures(hub, release_inputs, tmp_path):
 
     # a branch re-create that fails puts production back where it was
     hub.fail_next[rf"POST /api/models/{REPO}/branch/production"] = 500
-    with pytest.raises(Exception, match="500"):
+    with pytest.raises(RemoteError, match="500"):
         reg.promote("v1")
     assert repo.branches["production"] == repo.tags["v1-epoch1"]
 
@@ -215,3 +287,34 @@ def test_dry_run_of_a_merged_model(tmp_path, tiny_base_dir, tiny_adapter_dir):
     assert len([n for n in names if n.startswith("model-")]) >= 3
     assert "library_name: transformers" in (staged.folder / "README.md").read_text()
     assert staged.release["merge"]["verification_ok"] is True
+
+
+def test_staging_never_deletes_what_it_did_not_create(tmp_path, trained_adapter_dir, capsys):
+    from nyxmed.cli import main
+    from nyxmed.errors import OutputConflict
+    from nyxmed.releases.publish import publish
+
+    train = tmp_path / "train"
+    adapter = Path(shutil.copytree(trained_adapter_dir, train / "v1"))
+    before = {p.relative_to(adapter): p.read_bytes() for p in adapter.rglob("*") if p.is_file()}
+    # the command: --out train stages v1 into train/v1, the adapter itself
+    assert main(["publish", str(adapter), "--repo", REPO, "--version", "v1", "--out", str(train), "--dry-run"]) != 0
+    assert "overlaps" in capsys.readouterr().err
+    for workdir, version in ((train, "v1"), (adapter, "v1"), (tmp_path, "train")):  # equal, inside, holding
+        with pytest.raises(OutputConflict, match="overlaps"):
+            publish(adapter, version, None, workdir)
+    assert not list(tmp_path.glob("train-epoch*"))  # refused before any version was staged
+    assert {p.relative_to(adapter): p.read_bytes() for p in adapter.rglob("*") if p.is_file()} == before
+
+    mine = tmp_path / "work" / "v1"  # a folder that happens to sit where the staging folder would go
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(OutputConflict, match=f"{mine} exists and was not written by nyxmed"):
+        publish(adapter, "v1", None, tmp_path / "work")
+    assert (mine / "notes.txt").read_text() == "keep me"
+
+    (staged,) = publish(adapter, "v1-final", None, tmp_path / "work")[-1:]  # a marked folder is replaced
+    (staged.folder / "stale.txt").write_text("from an earlier stage")
+    (again,) = publish(adapter, "v1-final", None, tmp_path / "work")[-1:]
+    assert again.folder == staged.folder and not (again.folder / "stale.txt").exists()
+    assert (again.folder / STAGING_MARKER).is_file() and STAGING_MARKER not in again.release["files"]

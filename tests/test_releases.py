@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 from pathlib import Path
 
 import pytest
 
+from nyxmed.errors import InputError, NotFound, VerificationError
 from nyxmed.releases import LocalRegistry, ReleaseError
 from nyxmed.releases.publish import publish
 
@@ -76,9 +78,9 @@ def test_promote_rollback_and_history(registry, tmp_path, trained_adapter_dir):
 
 
 def test_rollback_without_history_is_an_error(registry):
-    with pytest.raises(ReleaseError, match="no previous production"):
+    with pytest.raises(NotFound, match="no previous production"):
         registry.rollback()
-    with pytest.raises(ReleaseError, match="'v9' is not in .*known: v1-epoch1, v1-epoch2, v1"):
+    with pytest.raises(NotFound, match="'v9' is not in .*known: v1-epoch1, v1-epoch2, v1"):
         registry.promote("v9")
 
 
@@ -111,7 +113,7 @@ def test_corrupt_stored_file_fails_promote_and_keeps_production(registry):
     data = bytearray(target.read_bytes())
     data[-1] ^= 0xFF
     target.write_bytes(bytes(data))
-    with pytest.raises(ReleaseError, match="v1-epoch1: file adapter_model.safetensors: sha256"):
+    with pytest.raises(VerificationError, match="v1-epoch1: file adapter_model.safetensors: sha256"):
         registry.promote("v1-epoch1")
     with pytest.raises(ReleaseError, match="v1-epoch1: file adapter_model.safetensors"):
         registry.rollback(to="v1-epoch1")
@@ -138,3 +140,136 @@ def test_cli_register_promote_rollback_history(tmp_path, trained_adapter_dir, ca
     assert LocalRegistry(reg).production() == "v3-epoch1"
     assert main(["releases", "--registry", reg, "promote", "v9"]) == 1
     assert "nyxmed releases promote: version 'v9' is not in" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- concurrency: processes, not threads
+def move_in_process(make_registry, job, barrier, errors) -> None:
+    """One release manager: wait for the others, then promote ``job`` or roll back (in a child process)."""
+    reg = make_registry()
+    barrier.wait()
+    try:
+        reg.rollback() if job == "rollback" else reg.promote(job)
+    except Exception as exc:  # reported to the parent, which fails the test with it
+        errors.put(f"{job}: {type(exc).__name__}: {exc}")
+
+
+def promote_concurrently(make_registry, versions, rounds, rollbacks=2) -> None:
+    """``rounds`` times, every version of ``versions`` promoted at once, each by its own process; from the
+    second round on, ``rollbacks`` more processes roll back at the same time."""
+    ctx = multiprocessing.get_context("fork")
+    errors = ctx.Queue()
+    for r in range(rounds):
+        jobs = versions + ["rollback"] * (rollbacks if r else 0)
+        barrier = ctx.Barrier(len(jobs))
+        procs = [ctx.Process(target=move_in_process, args=(make_registry, job, barrier, errors)) for job in jobs]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(300)
+        assert [p.exitcode for p in procs] == [0] * len(procs)
+        assert errors.empty(), errors.get()
+
+
+def assert_valid_chain(reg, n_moves) -> None:
+    """Each move's ``previous`` is the production before it; rollback returns to the one before the last."""
+    moves = [h for h in reg.history() if h["action"] in ("promote", "rollback")]
+    assert len(moves) == n_moves
+    before = None
+    for m in moves:
+        assert m["previous"] == before, moves
+        before = m["version"]
+    assert reg.production() == before
+    entry = reg.rollback()
+    assert entry["version"] == moves[-1]["previous"] and entry["previous"] == before
+    assert reg.production() == moves[-1]["previous"]
+
+
+def test_concurrent_promotes_in_processes_keep_a_valid_history(registry, tmp_path, trained_adapter_dir):
+    _register_v2(registry, tmp_path, trained_adapter_dir)
+    publish(trained_adapter_dir, "v3", registry, tmp_path / "stage3")
+    versions = ["v1", "v1-epoch1", "v1-epoch2", "v2", "v3", "v3-epoch1"]
+    promote_concurrently(lambda: LocalRegistry(registry.root), versions, rounds=3)
+    assert_valid_chain(registry, 3 * len(versions) + 2 * 2)
+    pointer = json.loads((registry.root / "production.json").read_text())
+    assert Path(pointer["path"]) == registry.path(registry.production())
+
+
+# ---------------------------------------------------------------------- damaged registry files
+def _commands(reg):
+    """What list, promote, history and rollback call (the CLI is a thin layer over these)."""
+    return {"list": lambda: (reg.versions(), reg.production()), "promote": lambda: reg.promote("v1-epoch1"),
+            "history": reg.history, "rollback": reg.rollback}
+
+
+@pytest.fixture()
+def promoted(registry, tmp_path, trained_adapter_dir):
+    _register_v2(registry, tmp_path, trained_adapter_dir)
+    registry.promote("v1")
+    registry.promote("v2")
+    return registry
+
+
+def _damage(path: Path, keep: int) -> bytes:
+    """Cut ``path`` to its first ``keep`` bytes (negative: drop that many), as a crash mid-write would."""
+    data = path.read_bytes()
+    os.chmod(path, 0o644)
+    path.write_bytes(data[:keep])
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("command", ["list", "promote", "rollback"])
+def test_half_written_production_json_is_named_and_never_reset(promoted, command):
+    pointer = promoted.root / "production.json"
+    damaged = _damage(pointer, 20)
+    history = promoted.history()
+    with pytest.raises(InputError, match=r"production\.json is damaged .*not reset.*history\.jsonl"):
+        _commands(promoted)[command]()
+    assert pointer.read_bytes() == damaged  # never silently reset
+    assert promoted.history() == history  # history works and got no entry
+    pointer.unlink()  # the documented recovery: remove it and promote the version the history names
+    assert history[-1]["version"] == "v2"
+    promoted.promote("v2")
+    assert promoted.production() == "v2"
+
+
+@pytest.mark.parametrize("command", ["list", "promote", "history", "rollback"])
+def test_torn_last_line_of_history_is_named(promoted, command):
+    log = promoted.root / "history.jsonl"
+    damaged = _damage(log, -7)
+    with pytest.raises(InputError, match=r"history\.jsonl line 6 is damaged .*last line is an append that was cut off"):
+        _commands(promoted)[command]()
+    assert log.read_bytes() == damaged and promoted.production() == "v2"
+
+
+def test_history_append_refuses_to_glue_onto_a_torn_line(promoted, tmp_path, trained_adapter_dir):
+    log = promoted.root / "history.jsonl"
+    damaged = _damage(log, -7)
+    with pytest.raises(InputError, match="history.jsonl line 6 is damaged"):
+        publish(trained_adapter_dir, "v4", promoted, tmp_path / "stage4")
+    assert log.read_bytes() == damaged
+    log.write_bytes(b"".join(line + b"\n" for line in damaged.splitlines()[:-1]))  # the documented recovery
+    # the torn line was promote v2, whose pointer was already written: history and production disagree until
+    # the interrupted command is re-run, which records it again
+    assert promoted.history()[-1]["version"] == "v1" and promoted.production() == "v2"
+    publish(trained_adapter_dir, "v4", promoted, tmp_path / "stage4")
+    assert promoted.history()[-1]["version"] == "v4"
+
+
+@pytest.mark.parametrize("command", ["list", "promote", "rollback"])
+def test_truncated_release_json_is_named(promoted, command):
+    target = "v1-epoch1" if command == "promote" else "v1"  # rollback from v2 goes to v1
+    release = promoted.root / "versions" / target / "release.json"
+    _damage(release, 50)
+    with pytest.raises(InputError, match=rf"versions/{target}/release\.json is damaged .*staging folder"):
+        _commands(promoted)[command]()
+    assert promoted.production() == "v2"
+
+
+def test_cli_damaged_file_is_one_line_not_a_traceback(promoted, capsys):
+    from nyxmed.cli import main
+
+    _damage(promoted.root / "production.json", 20)
+    for cmd in (["list"], ["promote", "v1"], ["rollback"]):
+        assert main(["releases", "--registry", str(promoted.root), *cmd]) != 0
+        err = capsys.readouterr().err
+        assert "production.json is damaged" in err and "Traceback" not in err and len(err.splitlines()) == 1

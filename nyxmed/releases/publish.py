@@ -11,8 +11,8 @@ from typing import Any
 
 from nyxmed.releases.card import build_card
 from nyxmed.releases.registry import Registry
-from nyxmed.releases.staging import (ReleaseError, Staged, numbers_only, check_version, detect_kind,
-                                     frozen_checkpoints, stage)
+from nyxmed.releases.staging import (ReleaseError, Staged, check_staging_target, check_version, detect_kind,
+                                     frozen_checkpoints, numbers_only, stage)
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,11 @@ def plan(path: str | os.PathLike, version: str) -> list[tuple[str, Path]]:
 def stage_all(path: str | os.PathLike, version: str, workdir: str | os.PathLike, repo_id: str | None,
               inputs: CardInputs = CardInputs()) -> list[Staged]:
     """Stage every version of :func:`plan` under ``workdir/<version>/`` with its card."""
+    versions = plan(path, version)
+    for v, _ in versions:  # every target checked before anything is written
+        check_staging_target(Path(path), Path(workdir) / v)
     staged = []
-    for v, folder in plan(path, version):
+    for v, folder in versions:
         kind = detect_kind(folder)
         root = _training_root(folder, kind)
         extras = _extras(folder, kind)

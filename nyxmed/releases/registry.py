@@ -18,15 +18,64 @@ import tempfile
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from nyxmed.io import utc_now, write_atomic
-from nyxmed.releases.staging import RELEASE_FILE, ReleaseError, Staged, check_version, file_entry, verify_folder
+from nyxmed.releases.staging import (RELEASE_FILE, ChecksumMismatch, DamagedFile, ReleaseError, Staged,
+                                     VersionNotFound, check_version, file_entry, verify_folder)
+
+MOVES = ("promote", "rollback")  # the history actions that move production
 
 
 def history_entry(action: str, version: str | None, previous: str | None, **extra: Any) -> dict[str, Any]:
     return {"at": utc_now(), "action": action, "version": version, "previous": previous,
             "user": getpass.getuser(), "host": socket.gethostname(), **extra}
+
+
+def parse_json(data: str | bytes, where: str, recovery: str) -> dict[str, Any]:
+    """One registry JSON object; :class:`DamagedFile` naming ``where`` and ``recovery`` if it is not one."""
+    try:
+        obj = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DamagedFile(f"{where} is damaged ({exc}); {recovery}") from None
+    if not isinstance(obj, dict):
+        raise DamagedFile(f"{where} is damaged (not a JSON object); {recovery}")
+    return obj
+
+
+def parse_history(data: str | bytes, where: str) -> list[dict[str, Any]]:
+    """The history log's entries; a torn or damaged line is a :class:`DamagedFile` naming the line."""
+    text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
+    lines = text.splitlines()
+    entries = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        last = n == len(lines)
+        recovery = ("the last line is an append that was cut off: remove that line, then check production "
+                    "(`nyxmed releases list`) and re-run the interrupted command" if last else
+                    f"restore {where} from a backup, or repair line {n} by hand from the other lines")
+        entry = parse_json(line, f"{where} line {n}", recovery)
+        if not {"action", "version"} <= entry.keys():
+            raise DamagedFile(f"{where} line {n} is damaged (no action/version); {recovery}")
+        entries.append(entry)
+    return entries
+
+
+def parse_pointer(data: str | bytes, where: str, history: str) -> str:
+    """The version a production pointer names; never a silent reset: damage is a :class:`DamagedFile`."""
+    recovery = (f"production is unknown and was not reset. The last promote/rollback in {history} names the "
+                f"version production held: write that pointer back (or remove {where} and run "
+                f"`nyxmed releases promote <that version>`)")
+    pointer = parse_json(data, where, recovery)
+    if not isinstance(pointer.get("version"), str):
+        raise DamagedFile(f"{where} is damaged (no version); {recovery}")
+    return pointer["version"]
+
+
+def release_recovery(where: str) -> str:
+    return (f"restore {where} from the staging folder the version was registered from "
+            f"(<--out>/<version>/{RELEASE_FILE}, the same bytes), or register the source under a new version")
 
 
 class Registry(ABC):
@@ -42,7 +91,7 @@ class Registry(ABC):
 
     @abstractmethod
     def release(self, version: str) -> dict[str, Any]:
-        """The full release.json of ``version``; :class:`ReleaseError` if unknown."""
+        """The full release.json of ``version``; :class:`VersionNotFound` if unknown."""
 
     @abstractmethod
     def production(self) -> str | None:
@@ -50,11 +99,12 @@ class Registry(ABC):
 
     @abstractmethod
     def verify(self, version: str) -> None:
-        """Raise :class:`ReleaseError` unless every stored file of ``version`` has its recorded checksum."""
+        """Raise :class:`ChecksumMismatch` unless every stored file of ``version`` has its recorded checksum."""
 
     @abstractmethod
-    def _move_production(self, version: str, entry: dict[str, Any]) -> None:
-        """Point production at ``version`` in one step and append ``entry`` to the history."""
+    def _move(self, choose: Callable[[list[dict[str, Any]]], str], action: str) -> dict[str, Any]:
+        """Under one lock (or compare-and-swap): read production and the history, ``choose`` the target
+        from the moves so far, check it (:meth:`_checked_move`), point production at it, append the entry."""
 
     @abstractmethod
     def history(self) -> list[dict[str, Any]]:
@@ -64,22 +114,28 @@ class Registry(ABC):
         order = {h["version"]: i for i, h in enumerate(self.history()) if h["action"] == "register"}
         return sorted(releases, key=lambda r: (order.get(r["version"], len(order)), r["version"]))
 
-    def promote(self, version: str, action: str = "promote") -> dict[str, Any]:
-        """Verify ``version``, then point production at it; returns the history entry."""
+    def _checked_move(self, choose: Callable[[list[dict[str, Any]]], str], action: str, production: str | None,
+                      history: list[dict[str, Any]]) -> dict[str, Any]:
+        """The history entry of the move ``choose`` picks, after verifying the target's checksums."""
+        version = choose([h for h in history if h["action"] in MOVES])
         self.release(version)
         self.verify(version)  # before anything moves: a corrupt version never reaches production
-        entry = history_entry(action, version, self.production())
-        self._move_production(version, entry)
-        return entry
+        return history_entry(action, version, production)
+
+    def promote(self, version: str) -> dict[str, Any]:
+        """Verify ``version``, then point production at it; returns the history entry."""
+        return self._move(lambda moves: version, "promote")
 
     def rollback(self, to: str | None = None) -> dict[str, Any]:
         """Point production back at ``to`` (e.g. ``v17-epoch1``) or at the version before the current one."""
-        if to is None:
-            moves = [h for h in self.history() if h["action"] in ("promote", "rollback")]
+        def target(moves: list[dict[str, Any]]) -> str:
+            if to is not None:
+                return to
             if not moves or not moves[-1].get("previous"):
-                raise ReleaseError("rollback: no previous production version in the history; pass --to VERSION")
-            to = moves[-1]["previous"]
-        return self.promote(to, action="rollback")
+                raise VersionNotFound("rollback: no previous production version in the history; pass --to VERSION")
+            return moves[-1]["previous"]
+
+        return self._move(target, "rollback")
 
 
 class LocalRegistry(Registry):
@@ -113,7 +169,7 @@ class LocalRegistry(Registry):
         """The folder holding ``version`` (serve or load from here)."""
         folder = self.root / "versions" / check_version(version)
         if not (folder / RELEASE_FILE).is_file():
-            raise ReleaseError(f"version {version!r} is not in {self.root} (known: "
+            raise VersionNotFound(f"version {version!r} is not in {self.root} (known: "
                                f"{', '.join(v['version'] for v in self.versions()) or 'none'})")
         return folder
 
@@ -142,7 +198,7 @@ class LocalRegistry(Registry):
         with self._locked():
             folder = self.root / "versions" / version
             if (folder / RELEASE_FILE).is_file():
-                existing = json.loads((folder / RELEASE_FILE).read_text())
+                existing = self._read_release(folder / RELEASE_FILE)
                 if {k: v["sha256"] for k, v in existing["files"].items()} != \
                         {k: v["sha256"] for k, v in release["files"].items()}:
                     raise ReleaseError(f"version {version} already exists in {self.root} with different files; "
@@ -161,13 +217,20 @@ class LocalRegistry(Registry):
             self._append(history_entry("register", version, None, kind=release["kind"]))
         return release
 
+    @staticmethod
+    def _read_release(path: Path) -> dict[str, Any]:
+        release = parse_json(path.read_bytes(), str(path), release_recovery(str(path)))
+        if not isinstance(release.get("files"), dict):
+            raise DamagedFile(f"{path} is damaged (no file list); {release_recovery(str(path))}")
+        return release
+
     def release(self, version: str) -> dict[str, Any]:
-        return json.loads((self.path(version) / RELEASE_FILE).read_text())
+        return self._read_release(self.path(version) / RELEASE_FILE)
 
     def versions(self) -> list[dict[str, Any]]:
         found = []
-        for f in (self.root / "versions").glob(f"*/{RELEASE_FILE}"):
-            rel = json.loads(f.read_text())
+        for f in sorted((self.root / "versions").glob(f"*/{RELEASE_FILE}")):
+            rel = self._read_release(f)
             rel.pop("files", None)
             found.append(rel)
         return self._in_register_order(found)
@@ -175,30 +238,41 @@ class LocalRegistry(Registry):
     def production(self) -> str | None:
         if not self.pointer.is_file():
             return None
-        return json.loads(self.pointer.read_text())["version"]
+        return parse_pointer(self.pointer.read_bytes(), str(self.pointer), str(self.log))
 
     def verify(self, version: str) -> None:
         release = self.release(version)
         for name, entry in release["files"].items():
             obj = self._object(entry["sha256"])
             if not obj.is_file():
-                raise ReleaseError(f"version {version}: file {name}: stored object {obj} is missing")
+                raise ChecksumMismatch(f"version {version}: file {name}: stored object {obj} is missing")
         verify_folder(self.path(version), release)  # the view shares inodes with the objects
 
-    def _move_production(self, version: str, entry: dict[str, Any]) -> None:
-        with self._locked():
-            pointer = {"version": version, "previous": entry["previous"], "at": entry["at"],
-                       "path": str(self.path(version))}
-            write_atomic(self.pointer, json.dumps(pointer, indent=2) + "\n")  # temp file + rename: atomic
+    def _move(self, choose: Callable[[list[dict[str, Any]]], str], action: str) -> dict[str, Any]:
+        with self._locked():  # read, check and write under one lock: `previous` is what production really was
+            entry = self._checked_move(choose, action, self.production(), self.history())
+            pointer = {"version": entry["version"], "previous": entry["previous"], "at": entry["at"],
+                       "path": str(self.path(entry["version"]))}
+            write_atomic(self.pointer, json.dumps(pointer, indent=2) + "\n")  # temp file, fsync, rename
             self._append(entry)
+        return entry
 
     def _append(self, entry: dict[str, Any]) -> None:
-        with open(self.log, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(entry) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        """Append one line in one write, fsynced; refuse to glue it onto a torn last line."""
+        data = (json.dumps(entry) + "\n").encode()
+        fd = os.open(self.log, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                parse_history(os.pread(fd, size, 0), str(self.log))  # names the torn line
+                raise DamagedFile(f"{self.log} does not end in a newline; add one, then re-run")
+            if os.write(fd, data) != len(data):
+                raise DamagedFile(f"{self.log}: short write while appending; check its last line")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def history(self) -> list[dict[str, Any]]:
         if not self.log.is_file():
             return []
-        return [json.loads(line) for line in self.log.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return parse_history(self.log.read_bytes(), str(self.log))

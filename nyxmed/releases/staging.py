@@ -20,9 +20,12 @@ from typing import Any
 
 import yaml
 
-from nyxmed.io import utc_now, write_atomic
+from nyxmed.errors import (InputError, NotFound, NyxmedError, OutputConflict, RemoteError, UsageError,
+                           VerificationError)
+from nyxmed.io import atomic_dir, utc_now, write_atomic
 
 RELEASE_FILE = "release.json"
+STAGING_MARKER = ".nyxmed-staging"  # in every folder stage() writes; only such a folder is ever replaced
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
 # Files that may be released, per kind. Everything else is skipped.
@@ -42,8 +45,36 @@ KEPT_LABELS = {"stop_reason", "best_checkpoint", "metric_for_best_model", "sha25
                "base_model_fingerprint"}
 
 
-class ReleaseError(RuntimeError):
+class ReleaseError(NyxmedError):
     """A release operation that cannot proceed; the message names the version and the file."""
+
+
+class BadVersion(ReleaseError, UsageError):
+    """A version name that is not allowed."""
+
+
+class VersionNotFound(ReleaseError, NotFound):
+    """A version that is not in the registry."""
+
+
+class NotReleasable(ReleaseError, InputError):
+    """A folder that is not an adapter, frozen checkpoint or merged model."""
+
+
+class DamagedFile(ReleaseError, InputError):
+    """A registry file that cannot be read; the message names it and how to recover."""
+
+
+class StagingConflict(ReleaseError, OutputConflict):
+    """A staging target that nyxmed did not create, or that overlaps the folder being released."""
+
+
+class ChecksumMismatch(ReleaseError, VerificationError):
+    """A stored file that is missing or does not have its recorded checksum."""
+
+
+class HubError(ReleaseError, RemoteError):
+    """The Hub refused a request, is unreachable, or there is no network."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +96,7 @@ class Staged:
 
 def check_version(version: str) -> str:
     if not VERSION_RE.match(version):
-        raise ReleaseError(f"version {version!r}: use letters, digits, '.', '_' or '-' (e.g. v17, v17-epoch1)")
+        raise BadVersion(f"version {version!r}: use letters, digits, '.', '_' or '-' (e.g. v17, v17-epoch1)")
     return version
 
 
@@ -77,7 +108,7 @@ def detect_kind(path: Path) -> str:
         return "adapter"
     if (path / "config.json").is_file() and any(path.glob("model*.safetensors")):
         return "merged"
-    raise ReleaseError(f"{path}: not an adapter (adapter_config.json), frozen checkpoint (frozen.json) "
+    raise NotReleasable(f"{path}: not an adapter (adapter_config.json), frozen checkpoint (frozen.json) "
                        f"or merged model (config.json + model*.safetensors)")
 
 
@@ -162,23 +193,38 @@ def _copy_allowed(src: Path, dst: Path, kind: str) -> list[str]:
     return skipped
 
 
+def check_staging_target(src: Path, out: Path) -> None:
+    """Refuse ``out`` unless it is absent or a staging folder nyxmed wrote, and apart from ``src``."""
+    real_src, real_out = src.resolve(), out.resolve()
+    if real_out == real_src or real_src in real_out.parents or real_out in real_src.parents:
+        raise StagingConflict(f"staging folder {out} overlaps {src}, the folder being released; "
+                              f"choose an --out outside it")
+    if (out.exists() or out.is_symlink()) and not (out.is_dir() and not out.is_symlink()
+                                                   and (out / STAGING_MARKER).is_file()):
+        raise StagingConflict(f"staging folder {out} exists and was not written by nyxmed (no {STAGING_MARKER}); "
+                              f"not replacing it: choose another --out or remove it yourself")
+
+
 def stage(path: str | os.PathLike, version: str, out: str | os.PathLike, extra: dict[str, Any] | None = None,
           card: str | None = None) -> Staged:
     """Copy the releasable files of ``path`` into ``out`` (fresh), add README.md (``card``) and
-    release.json; return what was staged and what was skipped."""
+    release.json; return what was staged and what was skipped.
+
+    ``out`` is replaced only if an earlier stage() wrote it (:class:`StagingConflict` otherwise)."""
     src, out = Path(path), Path(out)
     check_version(version)
     kind = detect_kind(src)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    skipped = _copy_allowed(src, out, kind)
-    if card is not None:
-        write_atomic(out / "README.md", card)
-    files = {p.name: file_entry(p).__dict__ for p in sorted(out.iterdir()) if p.is_file()}
-    release = {"version": version, "kind": kind, "created_at": utc_now(),
-               "files": files, **(extra or {})}
-    write_atomic(out / RELEASE_FILE, json.dumps(release, indent=2) + "\n")
+    check_staging_target(src, out)
+    with atomic_dir(out) as tmp:  # a failed stage leaves the earlier staging folder as it was
+        (tmp / STAGING_MARKER).write_text("written by nyxmed publish/register; replaced by the next one\n")
+        skipped = _copy_allowed(src, tmp, kind)
+        if card is not None:
+            write_atomic(tmp / "README.md", card)
+        files = {p.name: file_entry(p).__dict__ for p in sorted(tmp.iterdir())
+                 if p.is_file() and p.name != STAGING_MARKER}
+        release = {"version": version, "kind": kind, "created_at": utc_now(),
+                   "files": files, **(extra or {})}
+        write_atomic(tmp / RELEASE_FILE, json.dumps(release, indent=2) + "\n")
     return Staged(out, kind, release, skipped)
 
 
@@ -187,8 +233,8 @@ def verify_folder(folder: Path, release: dict[str, Any]) -> None:
     for name, entry in release["files"].items():
         p = folder / name
         if not p.is_file():
-            raise ReleaseError(f"version {release['version']}: file {name} is missing from {folder}")
+            raise ChecksumMismatch(f"version {release['version']}: file {name} is missing from {folder}")
         actual = file_entry(p).sha256
         if actual != entry["sha256"]:
-            raise ReleaseError(f"version {release['version']}: file {name}: sha256 {actual} != recorded "
+            raise ChecksumMismatch(f"version {release['version']}: file {name}: sha256 {actual} != recorded "
                                f"{entry['sha256']}")
