@@ -120,13 +120,17 @@ def shot_for(case: Case, seed: int, share: float) -> Shot:
     return Shot(report_head(case, is_explicit(case.id, seed, share)) + case.report_text, case.codes.render())
 
 
+def chat_messages(system: str, user: str) -> list[dict[str, str]]:
+    """The chat of a prompt as messages (what the chat template renders; TRL's conversational prompt)."""
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
 def render_prompt(tokenizer, system: str, user: str) -> str:
     """The chat-template text of (system, user) with the assistant generation prompt appended.
 
     The text already starts with the BOS token: encode it with ``add_special_tokens=False``.
     """
-    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer.apply_chat_template(chat_messages(system, user), tokenize=False, add_generation_prompt=True)
 
 
 def answer_text(case: Case) -> str:
