@@ -13,6 +13,8 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict
 
+from nyxmed.codeline import parse
+from nyxmed.io import sha256_text
 from nyxmed.training.loss import IGNORE_INDEX
 
 EXAMS = ["CT abdomen pelvis with contrast", "MRI brain without contrast", "ultrasound duplex venous lower extremity",
@@ -37,7 +39,7 @@ def example(tokenizer, user: str, answer: str) -> tuple[list[int], list[int]]:
 
 def rows(tokenizer, pairs: list[tuple[str, str]], prefix: str, weights: list[float] | None = None) -> dict:
     out = {"id": [], "input_ids": [], "attention_mask": [], "labels": [], "weight": [], "system": [], "user": [],
-           "answer": []}
+           "answer": [], "record_hash": [], "cpt": [], "modifiers": [], "icd": [], "modality": [], "subsection": []}
     for k, (user, answer) in enumerate(pairs):
         ids, labels = example(tokenizer, user, answer)
         out["id"].append(f"{prefix}-{k}")
@@ -48,6 +50,12 @@ def rows(tokenizer, pairs: list[tuple[str, str]], prefix: str, weights: list[flo
         out["system"].append(SYSTEM)
         out["user"].append(user)
         out["answer"].append(answer)
+        line = parse(answer).line  # the gold columns evaluation reads
+        out["record_hash"].append(sha256_text(f"{user}\n{answer}"))
+        for name in ("cpt", "modifiers", "icd"):
+            out[name].append(list(getattr(line, name)))
+        out["modality"].append(user.split()[0])
+        out["subsection"].append("")
     return out
 
 
