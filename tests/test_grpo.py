@@ -47,6 +47,7 @@ def test_prompts_are_the_dataset_chats_and_weights_follow_the_components(data_di
     assert args.reward_weights[rewards.COMPONENTS.index("icd")] == 5
 
 
+@pytest.mark.slow
 def test_single_process_new_adapter(tiny_base_dir, data_dir, tmp_path):
     """A new LoRA adapter (the ``lora:`` section) on a model standing in for the merged SFT model."""
     out = tmp_path / "grpo"
