@@ -26,6 +26,10 @@ from nyxmed.training.callbacks import CheckpointCommitCallback, FrozenEpochCallb
 from nyxmed.training.run import METRICS_FILE, TrainResult, _env, common_arguments, finish_run, start_run
 
 PROMPT_COLUMNS = ("system", "user", "answer")
+# grpo: fields that GRPOConfig takes under the same name (the vLLM ones only when vLLM is on)
+_PASSED = ("num_generations", "max_completion_length", "temperature", "top_p", "beta", "loss_type", "epsilon",
+           "num_iterations", "scale_rewards", "use_vllm")
+_VLLM = ("vllm_mode", "vllm_server_base_url", "vllm_gpu_memory_utilization", "vllm_tensor_parallel_size")
 
 
 def grpo_arguments(recipe: Recipe, checkpoint_dir: Path):
@@ -35,26 +39,12 @@ def grpo_arguments(recipe: Recipe, checkpoint_dir: Path):
     g = recipe.grpo
     if g.vllm_mode not in ("colocate", "server"):
         raise cfgmod.ConfigError(f"grpo.vllm_mode: expected colocate or server, got {g.vllm_mode!r}")
-    vllm = {}
-    if g.use_vllm:
-        vllm = dict(vllm_mode=g.vllm_mode, vllm_server_base_url=g.vllm_server_base_url,
-                    vllm_gpu_memory_utilization=g.vllm_gpu_memory_utilization,
-                    vllm_tensor_parallel_size=g.vllm_tensor_parallel_size)
+    names = _PASSED + (_VLLM if g.use_vllm else ())
     return GRPOConfig(
         **common_arguments(recipe, checkpoint_dir),
         eval_strategy="no",  # no eval loss in RL; the benchmark (bench/grpo_gain.py) measures the stage
-        num_generations=g.num_generations,
-        max_completion_length=g.max_completion_length,
-        temperature=g.temperature,
-        top_p=g.top_p,
-        beta=g.beta,
-        loss_type=g.loss_type,
-        epsilon=g.epsilon,
-        num_iterations=g.num_iterations,
-        scale_rewards=g.scale_rewards,
         reward_weights=list(rewards.component_weights(g.rewards).values()),
-        use_vllm=g.use_vllm,
-        **vllm,
+        **{name: getattr(g, name) for name in names},
     )
 
 
