@@ -13,11 +13,15 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[all,test]"
 	touch $@
 
-.PHONY: venv demo test
+.PHONY: venv demo demo-rl test
 venv: $(VENV)/.installed
 
 demo: venv
 	HF_HUB_OFFLINE=1 $(PY) -m nyxmed demo --out $(OUT)
+
+# The GRPO stage on what `make demo` left in $(OUT): before/after on its benchmark (docs/training.md).
+demo-rl: venv
+	HF_HUB_OFFLINE=1 $(PY) bench/grpo_gain.py --demo-out $(OUT) --steps $(or $(RL_STEPS),100)
 
 test: venv
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q

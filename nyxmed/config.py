@@ -106,6 +106,7 @@ class LoraSettings:
 
 @dataclass
 class TrainConfig:
+    stage: str = "sft"  # sft | grpo (the `grpo:` section; docs/training.md)
     output_dir: str = "out/train"
     dataset_dir: str | None = None  # a saved DatasetDict from `nyxmed build-data`
     epochs: float = 2.0
@@ -142,6 +143,48 @@ class TrainConfig:
     zero3_param_persistence_threshold: int | None = None
     zero3_overlap_comm: bool | None = None
     zero3_reduce_bucket_size: int | None = None
+
+
+@dataclass
+class RewardWeights:
+    """Weights of the GRPO reward components (nyxmed.rewards; formulas in docs/training.md)."""
+
+    cpt: float = 1.0  # 0.5 * primary CPT right + 0.5 * CPT set exact
+    modifiers: float = 0.5  # modifier set exact
+    icd: float = 2.0  # ICD hierarchical soft F1 (nyxmed.metrics.icd_hierarchical_match)
+    icd_primary: float = 1.0  # hierarchy credit of the first ICD code against the gold first
+    icd_category_credit: float = 0.5  # credit of a code in the gold code's 3-character category
+    icd_chapter_credit: float = 0.2  # credit of a code in the gold code's chapter
+    invalid_codes: float = 0.5  # cost per code that fails the code systems
+    extra_codes: float = 0.1  # cost per predicted code matched to no gold code
+    unparseable: float = 2.0  # cost of output with no code line
+    prose: float = 0.5  # cost of anything besides the one code line (labels, prose, more lines)
+
+
+@dataclass
+class GrpoConfig:
+    """The GRPO stage (train.stage=grpo): TRL's GRPOTrainer on the SFT result, with code-line rewards."""
+
+    # Start: continue the SFT adapter (model.base_model = the SFT base), or leave it null and set
+    # model.base_model to the merged SFT model for a new adapter (docs/training.md says when).
+    sft_adapter: str | None = None
+    split: str = "train"  # dataset split whose system/user prompts are the rollout prompts
+    max_prompts: int | None = None  # first N prompts of the split (None = all)
+    num_generations: int = 8  # completions per prompt (the group)
+    max_completion_length: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    beta: float = 0.0  # KL coefficient; 0 = no reference model (saves its memory)
+    loss_type: str = "dapo"  # TRL: grpo | dapo | dr_grpo | bnpo | ...
+    epsilon: float = 0.2  # clipping range
+    num_iterations: int = 1  # optimization passes per generation batch
+    scale_rewards: str = "group"  # group | batch | none
+    use_vllm: bool = False
+    vllm_mode: str = "colocate"  # colocate (same GPUs) | server (`trl vllm-serve` on other GPUs)
+    vllm_server_base_url: str | None = None  # server mode: e.g. http://10.0.0.5:8000
+    vllm_gpu_memory_utilization: float = 0.3  # colocate mode: share of each GPU vLLM may take
+    vllm_tensor_parallel_size: int = 1  # colocate mode
+    rewards: RewardWeights = field(default_factory=RewardWeights)
 
 
 @dataclass
@@ -215,6 +258,7 @@ class Recipe:
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainConfig = field(default_factory=TrainConfig)
+    grpo: GrpoConfig = field(default_factory=GrpoConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
-from scipy import sparse, stats
+from scipy import optimize, sparse, stats
 
 from nyxmed.codeline import CodeLine
 from nyxmed.codes import cpt as cpt_codes
@@ -95,6 +95,62 @@ def score_record(gold: CodeLine, pred: CodeLine, cpt_table: cpt_codes.CptTable |
         "parse_failure": float(pred.is_empty),
         "icd_errors": {g: icd_error_kind(g, pred.icd) for g in missed},
     }
+
+
+# ----------------------------------------------------------------------------- hierarchy scores
+@dataclass(frozen=True)
+class HierarchyCredit:
+    """Credit of a predicted ICD code against a gold one: exact 1, same 3-character category, same chapter."""
+
+    category: float = 0.5
+    chapter: float = 0.2
+
+    def __post_init__(self):
+        if not 0 < self.chapter < self.category < 1:
+            raise ValueError(f"ICD hierarchy credits need 0 < chapter < category < 1, got chapter={self.chapter}, "
+                             f"category={self.category}")
+
+
+def icd_hierarchy_credit(gold: str, pred: str, credit: HierarchyCredit = HierarchyCredit()) -> float:
+    """1 for the same code, ``credit.category`` for the same category, ``credit.chapter`` for the same
+    chapter, else 0; a predicted code that is not valid ICD-10-CM earns nothing."""
+    if not icd10cm.is_valid(pred):
+        return 0.0
+    if icd10cm.normalize(gold) == icd10cm.normalize(pred):
+        return 1.0
+    if icd10cm.category(gold) == icd10cm.category(pred):
+        return credit.category
+    ch = icd10cm.chapter(gold)
+    return credit.chapter if ch is not None and ch == icd10cm.chapter(pred) else 0.0
+
+
+@dataclass(frozen=True)
+class HierarchicalMatch:
+    """A one-to-one matching of predicted to gold ICD codes by hierarchy credit."""
+
+    score: float  # soft F1: 2 * sum(credit of matched pairs) / (|gold| + |pred|), in [0, 1]
+    pairs: tuple[tuple[str, str, float], ...]  # (gold, pred, credit) of each pair with credit > 0
+    unmatched_pred: tuple[str, ...]  # predicted codes in no pair with credit > 0
+
+
+def icd_hierarchical_match(gold: Sequence[str], pred: Sequence[str],
+                           credit: HierarchyCredit = HierarchyCredit()) -> HierarchicalMatch:
+    """Match ``pred`` to ``gold`` one-to-one maximizing total credit (Hungarian algorithm).
+
+    score = 2 * sum(credit) / (|gold| + |pred|): 1 only for the exact set; every missing and
+    every extra code lowers it, because each code can be matched at most once.
+    """
+    gold, pred = list(dict.fromkeys(gold)), list(dict.fromkeys(pred))
+    if not gold and not pred:
+        return HierarchicalMatch(1.0, (), ())
+    if not gold or not pred:
+        return HierarchicalMatch(0.0, (), tuple(pred))
+    m = np.array([[icd_hierarchy_credit(g, p, credit) for p in pred] for g in gold])
+    rows, cols = optimize.linear_sum_assignment(m, maximize=True)
+    pairs = tuple((gold[r], pred[c], float(m[r, c])) for r, c in zip(rows, cols) if m[r, c] > 0)
+    matched = {p for _, p, _ in pairs}
+    total = sum(c for _, _, c in pairs)
+    return HierarchicalMatch(2 * total / (len(gold) + len(pred)), pairs, tuple(p for p in pred if p not in matched))
 
 
 # ----------------------------------------------------------------------------- tables

@@ -150,13 +150,17 @@ def parts_for(case: Case, shots: tuple[Shot, ...], cpt: tuple[str, ...], icd: tu
     return PromptParts(shots, cpt, icd, rules, report_head(case, is_explicit(case.id, seed, share)), case.report_text)
 
 
+def chat_messages(system: str, user: str) -> list[dict[str, str]]:
+    """The chat of a prompt as messages (what the chat template renders; TRL's conversational prompt)."""
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
 def render_prompt(tokenizer, system: str, user: str) -> str:
     """The chat-template text of (system, user) with the assistant generation prompt appended.
 
     The text already starts with the BOS token: encode it with ``add_special_tokens=False``.
     """
-    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer.apply_chat_template(chat_messages(system, user), tokenize=False, add_generation_prompt=True)
 
 
 def answer_text(case: Case) -> str:

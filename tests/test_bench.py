@@ -70,3 +70,35 @@ def test_demo_curve_reports_a_scored_curve(tmp_path):
     assert all(p["answer_loss"] > 0 for p in result["curve"][1:])
     assert result["pretrain"]["loss_last20"] < result["pretrain"]["loss_first"]
     assert result["train_tokens_per_second"] > 0
+
+
+def test_grpo_gain_reports_before_after_and_paired_cis(tmp_path, tiny_tokenizer, tiny_base_dir):
+    """bench/grpo_gain.py on a `make demo`-shaped folder built from the tiny fixtures (two GRPO steps)."""
+    import shutil
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import make_adapter
+    from training_data import build_dataset
+
+    from nyxmed import config
+    from nyxmed.evaluation import create_benchmark
+    from nyxmed.metrics import AGGREGATE_METRICS
+
+    demo = tmp_path / "demo"
+    shutil.copytree(tiny_base_dir, demo / "base")
+    make_adapter(demo / "base", demo / "adapter")
+    config.save(config.load_recipe(BENCH.parents[1] / "configs" / "tiny.yaml"), demo / "adapter" / "config.yaml")
+    build_dataset(tiny_tokenizer, demo / "data", n_train=8, n_val=4)
+    create_benchmark(demo / "data", demo / "bench.json", pool="heldout", n=4)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(BENCH.with_name("grpo_gain.py")), "--demo-out", str(demo), "--steps", "2",
+                           "--max-new-tokens", "8", "--resamples", "50", "grpo.num_generations=2",
+                           "grpo.max_completion_length=8"], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["steps"] == 2 and result["n"] == 4
+    assert set(result["before"]) == set(result["after"]) == set(result["ci95_difference"]) == set(AGGREGATE_METRICS)
+    for m in ("icd_exact", "all_three_exact", "cpt_exact", "modifier_exact"):
+        lo, hi = result["ci95_difference"][m]
+        assert 0 <= result["before"][m] <= 1 and 0 <= result["after"][m] <= 1 and -1 <= lo <= hi <= 1, m
+    assert [p["step"] for p in result["reward_curve"]["reward"]] == [1, 2] and result["seconds_per_step"] > 0

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict
 
+from nyxmed.codeline import parse
+from nyxmed.io import sha256_text
 from nyxmed.training.loss import IGNORE_INDEX
 
 EXAMS = ["CT abdomen pelvis with contrast", "MRI brain without contrast", "ultrasound duplex venous lower extremity",
@@ -23,9 +25,12 @@ CODES = ["74177, 26, R10.84", "70551, , R51.9", "93970, , I83.93", "71046, 26, R
          "71250, 26, R91.8", "76700, 26, R10.9", "73562, RT, M25.561"]
 
 
+SYSTEM = "Code the radiology report."
+
+
 def example(tokenizer, user: str, answer: str) -> tuple[list[int], list[int]]:
     """(input_ids, labels) for one chat turn: system + user prompt, answer + <|eot_id|> as the target."""
-    messages = [{"role": "system", "content": "Code the radiology report."}, {"role": "user", "content": user}]
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
@@ -33,7 +38,8 @@ def example(tokenizer, user: str, answer: str) -> tuple[list[int], list[int]]:
 
 
 def rows(tokenizer, pairs: list[tuple[str, str]], prefix: str, weights: list[float] | None = None) -> dict:
-    out = {"id": [], "input_ids": [], "attention_mask": [], "labels": [], "weight": [], "answer": []}
+    out = {"id": [], "input_ids": [], "attention_mask": [], "labels": [], "weight": [], "system": [], "user": [],
+           "answer": [], "record_hash": [], "cpt": [], "modifiers": [], "icd": [], "modality": [], "subsection": []}
     for k, (user, answer) in enumerate(pairs):
         ids, labels = example(tokenizer, user, answer)
         out["id"].append(f"{prefix}-{k}")
@@ -41,7 +47,15 @@ def rows(tokenizer, pairs: list[tuple[str, str]], prefix: str, weights: list[flo
         out["attention_mask"].append([1] * len(ids))
         out["labels"].append(labels)
         out["weight"].append(float(weights[k]) if weights else 1.0)
+        out["system"].append(SYSTEM)
+        out["user"].append(user)
         out["answer"].append(answer)
+        line = parse(answer).line  # the gold columns evaluation reads
+        out["record_hash"].append(sha256_text(f"{user}\n{answer}"))
+        for name in ("cpt", "modifiers", "icd"):
+            out[name].append(list(getattr(line, name)))
+        out["modality"].append(user.split()[0])
+        out["subsection"].append("")
     return out
 
 

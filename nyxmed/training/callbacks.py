@@ -41,11 +41,14 @@ class FrozenEpochCallback(TrainerCallback):
     """At the end of each whole epoch export ``frozen/epoch-N/``: the adapter as it is then.
 
     An evaluation is forced at the epoch end (and a checkpoint with it, so that load-best can
-    return to it) unless one already ran at that step; ``frozen.json`` records its eval_loss.
+    return to it) unless one already ran at that step; ``frozen.json`` records its eval_loss. With
+    ``evaluate`` false (a stage without an eval loss: GRPO) the adapter is exported as it is.
     """
 
-    def __init__(self, trainer: Trainer, frozen_dir: str | Path, expected: dict[str, tuple[int, ...]]):
+    def __init__(self, trainer: Trainer, frozen_dir: str | Path, expected: dict[str, tuple[int, ...]],
+                 evaluate: bool = True):
         self.trainer = trainer
+        self.evaluate = evaluate
         self.frozen_dir = Path(frozen_dir)
         self.expected = expected
         self.pending: int | None = None
@@ -55,7 +58,9 @@ class FrozenEpochCallback(TrainerCallback):
             return control
         epoch = round(state.epoch)
         last_eval = next((r for r in reversed(state.log_history) if "eval_loss" in r), None)
-        if last_eval is not None and last_eval["step"] == state.global_step:
+        if not self.evaluate:
+            self._export(epoch, state, None)
+        elif last_eval is not None and last_eval["step"] == state.global_step:
             self._export(epoch, state, last_eval["eval_loss"])
         else:
             self.pending = epoch

@@ -62,9 +62,8 @@ def resolve_deepspeed(path: str | None) -> str | None:
     raise FileNotFoundError(f"train.deepspeed: {path} not found (looked in {Path.cwd()} and {PROJECT_ROOT})")
 
 
-def training_arguments(recipe: Recipe, checkpoint_dir: Path) -> TrainingArguments:
-    """TrainingArguments for ``recipe``. Build them before loading the model: under ZeRO-3 they make
-    ``from_pretrained`` partition the weights as it loads (a 70B model never sits whole on one rank)."""
+def common_arguments(recipe: Recipe, checkpoint_dir: Path) -> dict[str, Any]:
+    """TrainingArguments keywords every stage shares (schedule, precision, DeepSpeed, saving, logging)."""
     t = recipe.train
     if not 0 <= t.warmup_ratio < 1:
         raise cfgmod.ConfigError(f"train.warmup_ratio: expected a fraction in [0, 1), got {t.warmup_ratio}")
@@ -72,10 +71,9 @@ def training_arguments(recipe: Recipe, checkpoint_dir: Path) -> TrainingArgument
     accelerator_config = None
     if deepspeed and not torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
         accelerator_config = _cpu_deepspeed_state()
-    return TrainingArguments(
+    return dict(
         output_dir=str(checkpoint_dir),
         per_device_train_batch_size=t.micro_batch_size,
-        per_device_eval_batch_size=t.eval_batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         num_train_epochs=t.epochs,
         max_steps=t.max_steps,
@@ -88,27 +86,36 @@ def training_arguments(recipe: Recipe, checkpoint_dir: Path) -> TrainingArgument
         bf16=t.bf16,
         gradient_checkpointing=t.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False},  # LoRA: frozen inputs need non-reentrant
-        eval_strategy="steps",
-        eval_steps=t.eval_steps,
         save_strategy="steps",
         save_steps=t.save_steps,
         save_total_limit=t.save_total_limit,
         logging_strategy="steps",
         logging_steps=t.logging_steps,
-        load_best_model_at_end=True,
-        metric_for_best_model="eval_loss",
-        greater_is_better=False,
-        prediction_loss_only=True,
         seed=t.seed,
         data_seed=t.seed,
         deepspeed=deepspeed,
         accelerator_config=accelerator_config,
         dataloader_pin_memory=torch.cuda.is_available(),
         report_to=["tensorboard"],
-        include_num_input_tokens_seen="non_padding",
-        remove_unused_columns=False,  # keep `weight`: the collator turns it into token_weights
+        remove_unused_columns=False,  # SFT keeps `weight` (token_weights), GRPO the gold `answer`
         restore_callback_states_from_checkpoint=True,  # early-stopping patience survives a resume
         dataloader_num_workers=t.dataloader_num_workers,
+    )
+
+
+def training_arguments(recipe: Recipe, checkpoint_dir: Path) -> TrainingArguments:
+    """TrainingArguments for ``recipe``. Build them before loading the model: under ZeRO-3 they make
+    ``from_pretrained`` partition the weights as it loads (a 70B model never sits whole on one rank)."""
+    return TrainingArguments(
+        **common_arguments(recipe, checkpoint_dir),
+        per_device_eval_batch_size=recipe.train.eval_batch_size,
+        eval_strategy="steps",
+        eval_steps=recipe.train.eval_steps,
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        prediction_loss_only=True,
+        include_num_input_tokens_seen="non_padding",
     )
 
 
@@ -158,6 +165,17 @@ def resume_point(recipe: Recipe, checkpoint_dir: Path, is_writer: bool) -> str |
     return str(complete[-1])
 
 
+def start_run(recipe: Recipe, out: Path, checkpoint_dir: Path, is_writer: bool) -> str | None:
+    """The resume point; on the writer, clear an earlier run's final files and save the resolved config."""
+    resume_from = resume_point(recipe, checkpoint_dir, is_writer)
+    if is_writer:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in FINAL_FILES:
+            (out / name).unlink(missing_ok=True)
+        cfgmod.save(recipe, out / "config.yaml")
+    return resume_from
+
+
 @contextlib.contextmanager
 def _env(name: str, value: str) -> Iterator[None]:
     old = os.environ.get(name)
@@ -171,6 +189,32 @@ def _env(name: str, value: str) -> Iterator[None]:
             os.environ[name] = old
 
 
+def finish_run(trainer, out: Path, expected: dict[str, tuple[int, ...]], metrics: dict[str, Any],
+               is_writer: bool) -> tuple[Path, ...]:
+    """Save and verify the adapter into ``out``, write the metrics and loss plot, then the COMPLETE marker.
+
+    Collective (every rank saves its ZeRO-3 part); returns the frozen epoch adapters, oldest first.
+    """
+    state = trainer.state
+    tmp = out / ".adapter.tmp"
+    summary = artifacts.save_verified(lambda d: trainer.save_model(str(d)), tmp, expected, is_writer)
+    frozen = tuple(sorted((out / "frozen").glob("epoch-*"), key=lambda p: int(p.name.split("-")[1])))
+    if is_writer:
+        metrics["adapter"] = summary
+        for f in sorted(tmp.iterdir()):
+            os.replace(f, out / f.name)
+        tmp.rmdir()
+        if trainer.is_deepspeed_enabled:
+            write_json(out / "deepspeed_config.json", trainer.accelerator.deepspeed_plugin.deepspeed_config)
+        write_json(out / METRICS_FILE, metrics)
+        artifacts.plot_loss_curves(state.log_history, out / LOSS_PLOT)
+        # The commit point: written last, it lists every file of the finished adapter folder.
+        finished = {p.name: sha256_file(p) for p in sorted(out.iterdir())
+                    if p.is_file() and p.name != artifacts.COMPLETE}
+        write_json(out / artifacts.COMPLETE, {"step": state.global_step, "sha256": finished})
+    return frozen
+
+
 def train(recipe: Recipe) -> TrainResult:
     """Fine-tune a LoRA adapter as ``recipe`` says; write the artifacts into ``train.output_dir``.
 
@@ -178,18 +222,19 @@ def train(recipe: Recipe) -> TrainResult:
     :class:`artifacts.AdapterError` if the saved adapter is not the full trained adapter.
     """
     t = recipe.train
+    if t.stage == "grpo":
+        from nyxmed.training.grpo import train_grpo
+
+        return train_grpo(recipe)
+    if t.stage != "sft":
+        raise cfgmod.ConfigError(f"train.stage: expected sft or grpo, got {t.stage!r}")
     if not t.dataset_dir:
         raise cfgmod.ConfigError("train.dataset_dir: not set (a dataset folder from `nyxmed build-data`)")
     out = Path(t.output_dir)
     checkpoint_dir = out / "checkpoints"
     args = training_arguments(recipe, checkpoint_dir)
     is_writer = args.should_save
-    resume_from = resume_point(recipe, checkpoint_dir, is_writer)
-    if is_writer:
-        out.mkdir(parents=True, exist_ok=True)
-        for name in FINAL_FILES:
-            (out / name).unlink(missing_ok=True)
-        cfgmod.save(recipe, out / "config.yaml")
+    resume_from = start_run(recipe, out, checkpoint_dir, is_writer)
 
     tokenizer = AutoTokenizer.from_pretrained(recipe.model.tokenizer or recipe.model.base_model)
     if tokenizer.pad_token_id is None:
@@ -257,22 +302,7 @@ def train(recipe: Recipe) -> TrainResult:
         "log_history": state.log_history,
     }
 
-    tmp = out / ".adapter.tmp"
-    summary = artifacts.save_verified(lambda d: trainer.save_model(str(d)), tmp, expected, is_writer)
-    frozen = tuple(sorted((out / "frozen").glob("epoch-*"), key=lambda p: int(p.name.split("-")[1])))
-    if is_writer:
-        metrics["adapter"] = summary
-        for f in sorted(tmp.iterdir()):
-            os.replace(f, out / f.name)
-        tmp.rmdir()
-        if trainer.is_deepspeed_enabled:
-            write_json(out / "deepspeed_config.json", trainer.accelerator.deepspeed_plugin.deepspeed_config)
-        write_json(out / METRICS_FILE, metrics)
-        artifacts.plot_loss_curves(state.log_history, out / LOSS_PLOT)
-        # The commit point: written last, it lists every file of the finished adapter folder.
-        finished = {p.name: sha256_file(p) for p in sorted(out.iterdir())
-                    if p.is_file() and p.name != artifacts.COMPLETE}
-        write_json(out / artifacts.COMPLETE, {"step": state.global_step, "sha256": finished})
+    frozen = finish_run(trainer, out, expected, metrics, is_writer)
     trainer.accelerator.wait_for_everyone()
     return TrainResult(output_dir=out, global_step=state.global_step, best_step=state.best_global_step,
                        best_eval_loss=state.best_metric, final_eval_loss=final_eval.get("final_eval_loss"),
