@@ -51,7 +51,7 @@ class Prompt:
 
     @property
     def messages(self) -> list[dict[str, str]]:
-        return [{"role": "system", "content": self.system}, {"role": "user", "content": self.user}]
+        return prompts.chat_messages(self.system, self.user)
 
 
 def chat_template_sha256(tokenizer) -> str:
