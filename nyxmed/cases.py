@@ -161,16 +161,24 @@ def _codes(raw: Mapping[str, Any], rid: str | None, cpt_table: cpt_codes.CptTabl
 def case_from_record(raw: Mapping[str, Any], cpt_table: cpt_codes.CptTable | None = None) -> Case:
     """Validate one raw record (file layout) into a :class:`Case`; raises :class:`InvalidCase`."""
     table = cpt_table or cpt_codes.CptTable()
+    case = report_case_from_record(raw)
+    codes = _codes(raw, case.id, table)
+    original = None
+    if _opt(raw, "original_codes", case.id):
+        original = _parse_line(raw, "original_codes", case.id)
+    return replace(case, codes=codes, original_codes=original)
+
+
+def report_case_from_record(raw: Mapping[str, Any]) -> Case:
+    """A report to code (id, report_text, optional exam fields, meta) as a :class:`Case` without codes.
+
+    Validated as :func:`case_from_record` validates those fields; gold codes, when present, are ignored.
+    """
     rid = _opt(raw, "id")
     if rid is None:
         raise InvalidCase(None, "id", "missing or empty")
     texts = {name: _text(raw, name, rid, required=(name == "report_text")) for name in TEXT_FIELDS}
-    codes = _codes(raw, rid, table)
-    original = None
-    if _opt(raw, "original_codes", rid):
-        original = _parse_line(raw, "original_codes", rid)
     meta = raw.get("meta") or {}
     if not isinstance(meta, Mapping):
         raise InvalidCase(rid, "meta", f"expected a map, got {type(meta).__name__}")
-    return Case(id=rid, **texts, codes=codes, original_codes=original,
-                **{f: _opt(raw, f, rid) for f in META_FIELDS}, meta=dict(meta))
+    return Case(id=rid, **texts, codes=CodeLine(), **{f: _opt(raw, f, rid) for f in META_FIELDS}, meta=dict(meta))

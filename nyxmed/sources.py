@@ -21,7 +21,8 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from tqdm.auto import tqdm
 
-from nyxmed.cases import CODE_FIELDS, META_FIELDS, TEXT_FIELDS, Case, InvalidCase, case_from_record
+from nyxmed.cases import (CODE_FIELDS, META_FIELDS, TEXT_FIELDS, Case, InvalidCase, case_from_record,
+                          report_case_from_record)
 from nyxmed.codes.cpt import CptTable
 from nyxmed.io import write_atomic
 
@@ -383,10 +384,12 @@ class ReadResult:
 
 
 def read_cases(source: str | os.PathLike | Source, cpt_table: CptTable | None = None,
-               rejects_path: str | os.PathLike | None = None, progress: bool | None = None) -> ReadResult:
+               rejects_path: str | os.PathLike | None = None, progress: bool | None = None,
+               reports_only: bool = False) -> ReadResult:
     """Read and validate every record of ``source``; rejects (and their counts) go to ``rejects_path``.
 
-    Raises :class:`SourceError` only when the source as a whole is unusable.
+    ``reports_only`` reads reports to code (no gold codes; any present are ignored). Raises
+    :class:`SourceError` only when the source as a whole is unusable.
     """
     src = source_from_spec(source)
     cases: list[Case] = []
@@ -405,7 +408,7 @@ def read_cases(source: str | os.PathLike | Source, cpt_table: CptTable | None = 
             if col not in FIELDS:
                 ignored[col] = ignored.get(col, 0) + 1
         try:
-            case = case_from_record(raw, cpt_table)
+            case = report_case_from_record(raw) if reports_only else case_from_record(raw, cpt_table)
         except InvalidCase as exc:
             rejects.append(Reject(src.label, record_no, exc.record_id, exc.field, exc.reason))
             continue

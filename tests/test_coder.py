@@ -1,0 +1,87 @@
+"""Coding new reports: the preprocessor's prompt, the generator's line, the parsed and checked codes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from nyxmed.coder import Coder
+from nyxmed.config import load_recipe
+from nyxmed.dataset import build_dataset
+from nyxmed.generation import Chat, Generation, TransformersGenerator
+from nyxmed.preprocessor import Preprocessor
+from nyxmed.sources import read_cases
+from nyxmed.synth import generate_cases
+
+
+class ScriptedGenerator:
+    """A generator that answers each chat with a given line and records the chats it was sent."""
+
+    def __init__(self, line: str):
+        self.line, self.chats = line, []
+
+    def generate(self, chats, progress=True):
+        self.chats += list(chats)
+        return [Generation(self.line, 3) for _ in chats]
+
+
+@pytest.fixture(scope="module")
+def preprocessor(tmp_path_factory, tiny_tokenizer):
+    out = tmp_path_factory.mktemp("coder")
+    recipe = load_recipe(None, [f"data.out_dir={out}", "data.heldout_size=20", "data.val_size=10",
+                                "retrieval.dense=false", "prompt.max_length=3900"])
+    built = build_dataset(recipe, tiny_tokenizer, generate_cases(160, 5), progress=False)
+    return Preprocessor.load(built.out_dir / "preprocessor", tiny_tokenizer)
+
+
+@pytest.fixture(scope="module")
+def new_reports():
+    # another seed: none of these reports is in the pool
+    return [dataclasses.replace(c, id=f"new-{i}") for i, c in enumerate(generate_cases(6, 99))]
+
+
+def test_coder_sends_the_preprocessor_prompt_and_checks_the_codes(preprocessor, new_reports):
+    gen = ScriptedGenerator("74177, 26, R10.84, Z99.999")
+    coder = Coder(preprocessor, gen, version="v3", adapter_sha256="ab" * 32)
+    coded, uncoded = coder.code(new_reports)
+    assert not uncoded and [c.id for c in coded] == [r.id for r in new_reports]
+    expected = preprocessor.prompts(new_reports)
+    assert [(c.system, c.user) for c in gen.chats] == [(p.system, p.user) for p in expected]
+    first = coded[0].to_dict()
+    assert first["cpt"] == ["74177"] and first["modifiers"] == ["26"] and first["icd"] == ["R10.84", "Z99.999"]
+    assert first["invalid_codes"] == ["Z99.999"]  # not in the ICD-10-CM release
+    assert first["version"] == "v3" and first["preprocessor_id"] == preprocessor.id
+    assert coder.describe() == {"version": "v3", "preprocessor_id": preprocessor.id, "adapter_sha256": "ab" * 32}
+
+
+def test_coder_with_a_real_model_equals_direct_generation(preprocessor, new_reports, tiny_base_dir, tiny_adapter_dir):
+    gen = TransformersGenerator.from_pretrained(str(tiny_base_dir), str(tiny_adapter_dir), "float32", "cpu",
+                                                batch_size=3, max_new_tokens=12)
+    coded, _ = Coder(preprocessor, gen).code(new_reports[:3])
+    prompt = preprocessor.prompt(new_reports[1])
+    direct = gen.generate([Chat(prompt.id, prompt.system, prompt.user)], progress=False)[0]
+    assert coded[1].code_line == direct.text.strip()
+    one = Coder(preprocessor, gen).code_text(new_reports[1].report_text, "new-1",
+                                             exam_description=new_reports[1].exam_description,
+                                             reason_for_exam=new_reports[1].reason_for_exam)
+    assert one.code_line == coded[1].code_line
+
+
+def test_reports_to_code_are_read_with_rejects_and_counts_reconcile(tmp_path):
+    good = {"id": "r1", "report_text": "CT abdomen. Impression: appendicitis.", "cpt": ["74177"]}
+    lines = [json.dumps(good),
+             json.dumps({"id": "r2", "report_text": "   "}),
+             json.dumps({"id": "r1", "report_text": "again"}),
+             json.dumps({"id": "r3", "report_text": 5}),
+             "{not json",
+             json.dumps({"report_text": "no id"}),
+             json.dumps({"id": "r4", "report_text": "MRI brain.", "icd": ["NOT-A-CODE"]})]  # gold ignored
+    src = tmp_path / "reports.jsonl"
+    src.write_text("\n".join(lines) + "\n")
+    result = read_cases(src, reports_only=True, progress=False)
+    assert [c.id for c in result.cases] == ["r1", "r4"] and all(c.codes.is_empty for c in result.cases)
+    assert {(r.id, r.field) for r in result.rejects} == {("r2", "report_text"), ("r1", "id"), ("r3", "report_text"),
+                                                         (None, "record"), (None, "id")}
+    assert result.counts["read"] == len(result.cases) + len(result.rejects) == 7
