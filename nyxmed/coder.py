@@ -8,12 +8,16 @@ carry no gold codes; any that are present are ignored.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 from nyxmed.cases import Case, InvalidCase, report_case_from_record
 from nyxmed.codeline import parse
 from nyxmed.codes import cpt as cpt_codes
+from nyxmed.errors import NotFound, UsageError, VerificationError
 from nyxmed.generation import Chat, Generator
+from nyxmed.releases.staging import PREPROCESSOR_DIR
+from nyxmed.training.artifacts import ADAPTER_WEIGHTS
 
 
 @dataclass(frozen=True)
@@ -82,3 +86,49 @@ class Coder:
                            tuple(line.invalid_codes(self.cpt_table)), parsed.issues, self.version,
                            self.preprocessor.id, self.adapter_sha256, tuple(truncated))
 
+
+
+@dataclass(frozen=True)
+class ReleaseParts:
+    """What codes for a release: its version, model folder (adapter or merged), preprocessor and base."""
+
+    version: str
+    folder: Path
+    preprocessor: Path | None  # None: published without it (a Hub release by default)
+    preprocessor_id: str | None
+    base_model: str | None
+    adapter_sha256: str | None
+
+
+def release_parts(registry: Any, version: str | None = None) -> ReleaseParts:
+    """The parts of ``version`` (default: production) in a local registry; raises NotFound when
+    there is no production version."""
+    version = version or registry.production()
+    if version is None:
+        raise NotFound(f"{registry!r} has no production version: promote one, or pass --version")
+    if not hasattr(registry, "path"):
+        raise UsageError(f"{registry!r}: code from a Hub release by downloading it (`hf download REPO --revision "
+                         f"{version}`) and passing --adapter/--model and --preprocessor")
+    registry.verify(version)
+    folder, release = registry.path(version), registry.release(version)
+    pre = release.get("preprocessor") or {}
+    pre_dir = folder / PREPROCESSOR_DIR if pre.get("complete") else None
+    weights = release["files"].get(ADAPTER_WEIGHTS, {}).get("sha256")
+    return ReleaseParts(version, folder, pre_dir, pre.get("id"), release.get("base_model"), weights)
+
+
+def check_preprocessor(preprocessor: Any, parts: ReleaseParts) -> None:
+    """Refuse a preprocessor other than the one the release's adapter was trained with."""
+    if parts.preprocessor_id is None:
+        return  # released before releases carried their preprocessor: nothing to compare with
+    if preprocessor.id != parts.preprocessor_id:
+        raise VerificationError(f"preprocessor {preprocessor.id[:12]} is not release {parts.version}'s "
+                                f"({parts.preprocessor_id[:12]}): its prompts would differ from training's")
+
+
+def missing_preprocessor(parts: ReleaseParts) -> NotFound:
+    """The error for a release published without its preprocessor (its pool holds training reports)."""
+    return NotFound(f"release {parts.version} carries only its preprocessor's manifest (id "
+                    f"{(parts.preprocessor_id or '?')[:12]}): its retrieval pool holds training reports and is not "
+                    f"published by default; pass --preprocessor DIR with the <data.out_dir>/preprocessor it was built "
+                    f"with")

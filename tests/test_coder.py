@@ -85,3 +85,55 @@ def test_reports_to_code_are_read_with_rejects_and_counts_reconcile(tmp_path):
     assert {(r.id, r.field) for r in result.rejects} == {("r2", "report_text"), ("r1", "id"), ("r3", "report_text"),
                                                          (None, "record"), (None, "id")}
     assert result.counts["read"] == len(result.cases) + len(result.rejects) == 7
+
+
+def _built_preprocessor(out, tokenizer, cases, n_shots: int):
+    recipe = load_recipe(None, [f"data.out_dir={out}", "data.heldout_size=20", "data.val_size=10",
+                                "retrieval.dense=false", f"retrieval.n_shots={n_shots}", "prompt.max_length=3900"])
+    build_dataset(recipe, tokenizer, cases, progress=False)
+    return out / "preprocessor"
+
+
+def test_rollback_codes_with_the_earlier_release_preprocessor(tmp_path, tiny_tokenizer, tiny_adapter_dir, new_reports):
+    from nyxmed.coder import check_preprocessor, release_parts
+    from nyxmed.errors import VerificationError
+    from nyxmed.releases import LocalRegistry
+    from nyxmed.releases.publish import publish
+
+    cases = generate_cases(120, 6)
+    pre_dirs = {v: _built_preprocessor(tmp_path / v, tiny_tokenizer, cases, n) for v, n in (("v1", 1), ("v2", 3))}
+    registry = LocalRegistry(tmp_path / "registry")
+    for v, pre_dir in pre_dirs.items():
+        publish(tiny_adapter_dir, v, registry, tmp_path / "staging" / v, preprocessor=pre_dir)
+        registry.promote(v)
+    registry.rollback()
+    parts = release_parts(registry)
+    assert parts.version == "v1" and parts.preprocessor is not None
+    loaded = Preprocessor.load(parts.preprocessor, tiny_tokenizer)
+    v1, v2 = (Preprocessor.load(pre_dirs[v], tiny_tokenizer) for v in ("v1", "v2"))
+    assert loaded.id == v1.id == parts.preprocessor_id != v2.id
+    check_preprocessor(loaded, parts)
+    with pytest.raises(VerificationError, match="is not release v1's"):
+        check_preprocessor(v2, parts)
+    made = [(p.system, p.user) for p in loaded.prompts(new_reports)]
+    assert made == [(p.system, p.user) for p in v1.prompts(new_reports)]
+    assert made != [(p.system, p.user) for p in v2.prompts(new_reports)]  # n_shots 1 vs 3
+
+
+def test_a_hub_release_carries_only_the_preprocessor_manifest_unless_asked(tmp_path, tiny_adapter_dir, preprocessor):
+    from nyxmed.errors import OutputConflict
+    from nyxmed.releases.hub import HubRegistry
+    from nyxmed.releases.publish import full_preprocessor_for, publish
+
+    pre_dir = tmp_path / "pre"
+    preprocessor.save(pre_dir)
+    staged = publish(tiny_adapter_dir, "v1", None, tmp_path / "staging", "org/coder", preprocessor=pre_dir)[-1]
+    files = set(staged.release["files"])
+    assert {"preprocessor/manifest.json", "preprocessor/settings.json"} <= files
+    assert not any(f.startswith("preprocessor/") and f.split("/", 1)[1] not in ("manifest.json", "settings.json")
+                   for f in files)
+    assert staged.release["preprocessor"] == {"id": preprocessor.id, "complete": False}
+    assert not list(staged.folder.rglob("pool.jsonl"))  # training reports never reach the staging folder
+    with pytest.raises(OutputConflict, match="public"):
+        full_preprocessor_for(HubRegistry("org/coder", private=False), include=True)
+    assert full_preprocessor_for(HubRegistry("org/coder", private=True), include=True)

@@ -9,10 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from nyxmed.releases.card import build_card
-from nyxmed.releases.registry import Registry
-from nyxmed.releases.staging import (ReleaseError, Staged, check_staging_target, check_version, detect_kind,
-                                     frozen_checkpoints, numbers_only, stage)
+from nyxmed.releases.registry import LocalRegistry, Registry
+from nyxmed.releases.staging import (PREPROCESSOR_DIR, ReleaseError, Staged, StagingConflict, check_staging_target,
+                                     check_version, detect_kind, frozen_checkpoints, numbers_only, stage)
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,34 @@ def _extras(folder: Path, kind: str) -> dict[str, Any]:
     return extra
 
 
+def find_preprocessor(path: str | os.PathLike) -> Path | None:
+    """The preprocessor a training run's prompts were made with: ``<data.out_dir>/preprocessor`` beside the
+    dataset its config.yaml trained on (None when the run records no dataset or it has no preprocessor)."""
+    folder = Path(path)
+    root = _training_root(folder, detect_kind(folder))
+    config = root / "config.yaml"
+    if not config.is_file():
+        return None
+    dataset_dir = ((yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("train") or {}).get("dataset_dir")
+    if not dataset_dir:
+        return None
+    found = Path(dataset_dir).parent / PREPROCESSOR_DIR
+    return found if (found / "manifest.json").is_file() else None
+
+
+def full_preprocessor_for(registry: Registry | None, include: bool) -> bool:
+    """Whether a release carries its whole preprocessor (retrieval pool included) or only its manifest.
+
+    The pool holds training reports (protected health information): a local registry keeps all of it;
+    a Hub release carries it only when asked for, and never in a public repository."""
+    if isinstance(registry, LocalRegistry):
+        return True
+    if include and registry is not None and not getattr(registry, "private", False):
+        raise StagingConflict(f"{registry!r} is public: a preprocessor holds training reports and is uploaded "
+                              "only to a private repository")
+    return include
+
+
 def plan(path: str | os.PathLike, version: str) -> list[tuple[str, Path]]:
     """(version, folder) pairs to release, frozen checkpoints first so the final version is newest."""
     src = Path(path)
@@ -63,8 +93,11 @@ def plan(path: str | os.PathLike, version: str) -> list[tuple[str, Path]]:
 
 
 def stage_all(path: str | os.PathLike, version: str, workdir: str | os.PathLike, repo_id: str | None,
-              inputs: CardInputs = CardInputs()) -> list[Staged]:
-    """Stage every version of :func:`plan` under ``workdir/<version>/`` with its card."""
+              inputs: CardInputs = CardInputs(), preprocessor: str | os.PathLike | None = None,
+              full_preprocessor: bool = True) -> list[Staged]:
+    """Stage every version of :func:`plan` under ``workdir/<version>/`` with its card and ``preprocessor``
+    (default: the one the run's dataset was built with, :func:`find_preprocessor`)."""
+    preprocessor = preprocessor or find_preprocessor(path)
     versions = plan(path, version)
     for v, _ in versions:  # every target checked before anything is written
         check_staging_target(Path(path), Path(workdir) / v)
@@ -80,14 +113,19 @@ def stage_all(path: str | os.PathLike, version: str, workdir: str | os.PathLike,
             previous=inputs.previous, config_path=root / "config.yaml" if (root / "config.yaml").is_file() else None,
             training_metrics_path=(root / "training_metrics.json") if (root / "training_metrics.json").is_file()
             else None, dataset_manifest_path=inputs.dataset_manifest)
-        staged.append(stage(folder, v, Path(workdir) / v, extra=extras, card=card))
+        staged.append(stage(folder, v, Path(workdir) / v, extra=extras, card=card, preprocessor=preprocessor,
+                            full_preprocessor=full_preprocessor))
     return staged
 
 
 def publish(path: str | os.PathLike, version: str, registry: Registry | None, workdir: str | os.PathLike,
-            repo_id: str | None = None, inputs: CardInputs = CardInputs()) -> list[Staged]:
-    """Stage and register every version of ``path``; ``registry=None`` is a dry run (stage only)."""
-    staged = stage_all(path, version, workdir, repo_id, inputs)
+            repo_id: str | None = None, inputs: CardInputs = CardInputs(),
+            preprocessor: str | os.PathLike | None = None, include_preprocessor: bool = False) -> list[Staged]:
+    """Stage and register every version of ``path``; ``registry=None`` is a dry run (stage only).
+
+    The release carries its preprocessor as :func:`full_preprocessor_for` decides."""
+    full = full_preprocessor_for(registry, include_preprocessor)
+    staged = stage_all(path, version, workdir, repo_id, inputs, preprocessor, full)
     if registry is not None:
         for s in staged:
             registry.register(s)
@@ -101,4 +139,4 @@ def describe(staged: list[Staged], target: str, dry_run: bool) -> list[dict[str,
              "files": {k: v["bytes"] for k, v in s.release["files"].items()}, "skipped": s.skipped} for s in staged]
 
 
-__all__ = ["CardInputs", "ReleaseError", "describe", "plan", "publish", "stage_all"]
+__all__ = ["CardInputs", "ReleaseError", "describe", "find_preprocessor", "plan", "publish", "stage_all"]

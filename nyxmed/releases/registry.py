@@ -208,6 +208,7 @@ class LocalRegistry(Registry):
             tmp = Path(tempfile.mkdtemp(dir=self.root / "versions", prefix=f".{version}.", suffix=".tmp"))
             try:
                 for name, entry in release["files"].items():
+                    (tmp / name).parent.mkdir(parents=True, exist_ok=True)  # preprocessor/ files
                     os.link(self._store_object(staged.folder / name, entry["sha256"]), tmp / name)
                 write_atomic(tmp / RELEASE_FILE, json.dumps(release, indent=2) + "\n")
                 os.replace(tmp, folder)

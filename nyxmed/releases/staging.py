@@ -25,6 +25,10 @@ from nyxmed.errors import (InputError, NotFound, NyxmedError, OutputConflict, Re
 from nyxmed.io import atomic_dir, utc_now, write_atomic
 
 RELEASE_FILE = "release.json"
+PREPROCESSOR_DIR = "preprocessor"  # a release's preprocessor files live under this folder
+# Of a preprocessor, these describe it without any report text; the rest (its retrieval pool and
+# indexes) holds training reports, protected health information, and leaves only when asked for.
+PREPROCESSOR_DESCRIPTION = ("manifest.json", "settings.json")
 STAGING_MARKER = ".nyxmed-staging"  # in every folder stage() writes; only such a folder is ever replaced
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
@@ -205,10 +209,26 @@ def check_staging_target(src: Path, out: Path) -> None:
                               f"not replacing it: choose another --out or remove it yourself")
 
 
+def _copy_preprocessor(src: Path, dst: Path, full: bool) -> dict[str, Any]:
+    """Copy a verified preprocessor into ``dst/preprocessor/``: every file (``full``) or only the files
+    that describe it (manifest and settings, no report text). Returns what release.json records."""
+    from nyxmed.preprocessor import verify
+
+    manifest = verify(src)
+    names = ["manifest.json", *manifest["files"]] if full else list(PREPROCESSOR_DESCRIPTION)
+    for rel in names:
+        target = dst / PREPROCESSOR_DIR / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src / rel, target)
+    return {"id": manifest["preprocessor_id"], "complete": full}
+
+
 def stage(path: str | os.PathLike, version: str, out: str | os.PathLike, extra: dict[str, Any] | None = None,
-          card: str | None = None) -> Staged:
-    """Copy the releasable files of ``path`` into ``out`` (fresh), add README.md (``card``) and
-    release.json; return what was staged and what was skipped.
+          card: str | None = None, preprocessor: str | os.PathLike | None = None,
+          full_preprocessor: bool = True) -> Staged:
+    """Copy the releasable files of ``path`` into ``out`` (fresh), the ``preprocessor`` its prompts were
+    made with (all of it, or with ``full_preprocessor=False`` only its manifest and settings), README.md
+    (``card``) and release.json; return what was staged and what was skipped.
 
     ``out`` is replaced only if an earlier stage() wrote it (:class:`StagingConflict` otherwise)."""
     src, out = Path(path), Path(out)
@@ -218,12 +238,14 @@ def stage(path: str | os.PathLike, version: str, out: str | os.PathLike, extra: 
     with atomic_dir(out) as tmp:  # a failed stage leaves the earlier staging folder as it was
         (tmp / STAGING_MARKER).write_text("written by nyxmed publish/register; replaced by the next one\n")
         skipped = _copy_allowed(src, tmp, kind)
+        extra = dict(extra or {})
+        if preprocessor is not None:
+            extra["preprocessor"] = _copy_preprocessor(Path(preprocessor), tmp, full_preprocessor)
         if card is not None:
             write_atomic(tmp / "README.md", card)
-        files = {p.name: file_entry(p).__dict__ for p in sorted(tmp.iterdir())
+        files = {p.relative_to(tmp).as_posix(): file_entry(p).__dict__ for p in sorted(tmp.rglob("*"))
                  if p.is_file() and p.name != STAGING_MARKER}
-        release = {"version": version, "kind": kind, "created_at": utc_now(),
-                   "files": files, **(extra or {})}
+        release = {"version": version, "kind": kind, "created_at": utc_now(), "files": files, **extra}
         write_atomic(tmp / RELEASE_FILE, json.dumps(release, indent=2) + "\n")
     return Staged(out, kind, release, skipped)
 
