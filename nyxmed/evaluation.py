@@ -24,7 +24,7 @@ from nyxmed.codeline import CodeLine, parse
 from nyxmed.codes import cpt as cpt_codes
 from nyxmed.codes import icd10cm
 from nyxmed.config import EvalConfig
-from nyxmed.errors import NotFound, VerificationError
+from nyxmed.errors import NotFound, UsageError, VerificationError
 from nyxmed.io import markdown_table, sha256_file, utc_now, write_atomic
 
 PREDICTIONS, METRICS, REPORT, CHART = "predictions.jsonl", "metrics.json", "report.md", "metrics.png"
@@ -78,7 +78,11 @@ def load_gold(data: str | Path, split: str = "heldout", rejects_path: str | Path
 
 
 def _gold_from_dataset(ds_dir: Path, split: str) -> list[GoldRecord]:
-    from datasets import load_from_disk
+    try:
+        from datasets import load_from_disk
+    except ImportError as exc:  # the core install rescores case files; built datasets come with the train extra
+        raise UsageError(f"{ds_dir} is a built dataset: reading it needs the datasets package "
+                         "(pip install 'nyxmed[train]'), or give a case file (JSONL/CSV/Parquet)") from exc
 
     dd = load_from_disk(str(ds_dir))
     if split not in dd:
