@@ -1,5 +1,7 @@
 # Two entry points: `make demo` (the main job on the embedded synthetic data) and `make test`.
-# Both create their own virtual environment in .venv on first use.
+# Both create their own virtual environment in .venv on first use (torch first, then every extra a
+# CPU machine installs). `make core`: `pip install .` without extras in a fresh venv runs parse,
+# validate and evaluate --predictions (the CI step).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # A CPU build of torch for machines without a GPU; GPU machines: TORCH_SPEC="torch" (or preinstall).
@@ -13,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[all,test]"
 	touch $@
 
-.PHONY: venv demo demo-rl test
+.PHONY: venv demo demo-rl test core
 venv: $(VENV)/.installed
 
 demo: venv
@@ -25,3 +27,6 @@ demo-rl: venv
 
 test: venv
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+core:
+	bash .ci/core-install

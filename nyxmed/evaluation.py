@@ -22,8 +22,10 @@ from tqdm.auto import tqdm
 from nyxmed import metrics
 from nyxmed.codeline import CodeLine, parse
 from nyxmed.codes import cpt as cpt_codes
+from nyxmed.codes import icd10cm
 from nyxmed.config import EvalConfig
-from nyxmed.io import markdown_table, utc_now, write_atomic
+from nyxmed.errors import NotFound, UsageError, VerificationError
+from nyxmed.io import markdown_table, sha256_file, utc_now, write_atomic
 
 PREDICTIONS, METRICS, REPORT, CHART = "predictions.jsonl", "metrics.json", "report.md", "metrics.png"
 GROUPS = ("modality", "subsection")
@@ -76,7 +78,11 @@ def load_gold(data: str | Path, split: str = "heldout", rejects_path: str | Path
 
 
 def _gold_from_dataset(ds_dir: Path, split: str) -> list[GoldRecord]:
-    from datasets import load_from_disk
+    try:
+        from datasets import load_from_disk
+    except ImportError as exc:  # the core install rescores case files; built datasets come with the train extra
+        raise UsageError(f"{ds_dir} is a built dataset: reading it needs the datasets package "
+                         "(pip install 'nyxmed[train]'), or give a case file (JSONL/CSV/Parquet)") from exc
 
     dd = load_from_disk(str(ds_dir))
     if split not in dd:
@@ -112,7 +118,7 @@ def create_benchmark(data: str | Path, out: str | Path, pool: str = "heldout", n
     records = [{"id": g.id, "record_hash": g.record_hash} for g in sorted(gold, key=lambda g: g.id) if g.id in chosen]
     manifest = {
         "name": name or out.stem, "pool": pool, "seed": seed, "requested_n": n, "n": len(records),
-        "source": str(data), "created_at": utc_now(),
+        "source": str(data), "icd10cm_release": icd10cm.release_name(), "created_at": utc_now(),
         "records": records,
     }
     manifest["manifest_hash"] = manifest_hash(records)
@@ -174,8 +180,11 @@ def write_run(out_dir: str | Path, gold: Sequence[GoldRecord], outputs: Mapping[
     table_cpt = cpt_codes.CptTable.from_csv(cfg.cpt_table) if cfg.cpt_table else None
     rows, table = score(gold, outputs, table_cpt, new_tokens)
     summary = metrics.summarize(table, {k: [getattr(g, k) for g in gold] for k in GROUPS}, cfg.bootstrap, cfg.seed)
-    summary["run"] = {**run_info, "scored_records_hash": manifest_hash(
-        [{"id": g.id, "record_hash": g.record_hash} for g in gold])}
+    # the code tables that validity was judged against, so a later re-score (compare) judges the same way
+    cpt_table = ({"path": str(Path(cfg.cpt_table).resolve()), "sha256": sha256_file(cfg.cpt_table)}
+                 if cfg.cpt_table else None)
+    summary["run"] = {**run_info, "cpt_table": cpt_table, "icd10cm_release": icd10cm.release_name(),
+                      "scored_records_hash": manifest_hash([{"id": g.id, "record_hash": g.record_hash} for g in gold])}
     write_atomic(out / PREDICTIONS, "".join(json.dumps(r) + "\n" for r in rows))
     write_atomic(out / METRICS, json.dumps(summary, indent=1) + "\n")
     loss = read_eval_loss(cfg.training_metrics) if cfg.training_metrics else None
@@ -330,9 +339,12 @@ def report_markdown(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]
     run_info = summary.get("run", {})
     out = ["# Evaluation report\n\n"]
     facts = [(k, run_info[k]) for k in ("model", "adapter", "backend", "data", "split", "predictions",
-                                        "records_per_s", "tokens_per_s", "created_at") if run_info.get(k) is not None]
+                                        "records_per_s", "tokens_per_s", "icd10cm_release", "created_at")
+             if run_info.get(k) is not None]
     if run_info.get("benchmark"):
         facts.append(("benchmark", f"{run_info['benchmark']['name']} ({run_info['benchmark']['path']})"))
+    if run_info.get("cpt_table"):
+        facts.append(("cpt_table", f"{run_info['cpt_table']['path']} (sha256 {run_info['cpt_table']['sha256'][:12]})"))
     out.append(_table(["run", ""], [("records", summary["n"]), *facts]))
     b = summary["bootstrap"]
     out.append(f"\n## Metrics\n\n95% CI: percentile bootstrap over records, {b['resamples']} resamples, seed {b['seed']}.\n\n")
@@ -363,18 +375,46 @@ def report_markdown(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]
 
 
 # ----------------------------------------------------------------------------- comparison
+def run_cpt_table(run_dir: str | Path) -> cpt_codes.CptTable | None:
+    """The CPT table a run was scored with (from its metrics.json), or None for shape-only validity.
+
+    Raises NotFound if the recorded table is gone and VerificationError if its sha256 changed, and
+    VerificationError if the run was scored under another ICD-10-CM release than the one loaded.
+    """
+    path = Path(run_dir) / METRICS
+    info = json.loads(path.read_text(encoding="utf-8")).get("run", {}) if path.exists() else {}
+    release = info.get("icd10cm_release")
+    if release is not None and release != icd10cm.release_name():
+        raise VerificationError(f"{run_dir}: scored under ICD-10-CM release {release!r}, but "
+                                f"{icd10cm.release_name()!r} is loaded: load that release to re-score it")
+    recorded = info.get("cpt_table")
+    if not recorded:
+        return None
+    table = Path(recorded["path"])
+    if not table.is_file():
+        raise NotFound(f"{run_dir}: the run was scored with the CPT table {str(table)!r}, which is gone: "
+                       "restore it to re-score the run")
+    digest = sha256_file(table)
+    if digest != recorded["sha256"]:
+        raise VerificationError(f"{run_dir}: the CPT table {str(table)!r} changed since the run was scored "
+                                f"(sha256 {digest}, recorded {recorded['sha256']}): evaluate again or restore it")
+    return cpt_codes.CptTable.from_csv(table)
+
+
 def load_run(run_dir: str | Path, order: Sequence[str] | None = None) -> metrics.ScoreTable:
-    """Re-score a run folder's predictions.jsonl (gold and parsed lines), optionally in the id ``order`` given."""
+    """Re-score a run folder's predictions.jsonl (gold and parsed lines) with the run's own CPT table
+    (:func:`run_cpt_table`), optionally in the id ``order`` given."""
     path = Path(run_dir) / PREDICTIONS
     if not path.exists():
-        raise FileNotFoundError(f"{run_dir}: no {PREDICTIONS}: not an evaluation folder")
+        raise NotFound(f"{run_dir}: no {PREDICTIONS}: not an evaluation folder")
+    cpt_table = run_cpt_table(run_dir)
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if order is not None and sorted(order) == sorted(r["id"] for r in rows):
         by_id = {r["id"]: r for r in rows}
         rows = [by_id[rid] for rid in order]
     line = lambda d: CodeLine.of(d["cpt"], d["modifiers"], d["icd"])  # noqa: E731
     return metrics.score_records([r["id"] for r in rows], [line(r["gold"]) for r in rows],
-                                 [line(r["parsed"]) for r in rows])
+                                 [line(r["parsed"]) for r in rows], cpt_table)
 
 
 def compare_runs(a_dir: str | Path, b_dir: str | Path, resamples: int = 1000, seed: int = 17) -> dict:

@@ -19,7 +19,6 @@ from typing import Protocol, Sequence
 
 from tqdm.auto import tqdm
 
-from nyxmed.training.batching import length_grouped_order
 from nyxmed.prompts import render_prompt  # the one prompt path, shared with training
 
 END_OF_TURN = "<|eot_id|>"
@@ -105,6 +104,8 @@ class TransformersGenerator:
 
     def generate(self, chats: Sequence[Chat], progress: bool = True) -> list[Generation]:
         import torch
+
+        from nyxmed.training.batching import length_grouped_order  # torch and datasets: not in the core install
 
         prompts = [render_prompt(self.tokenizer, c.system, c.user) for c in chats]
         encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]

@@ -290,3 +290,52 @@ def test_end_to_end_on_a_really_built_dataset(tiny_base_dir, tiny_tokenizer, tmp
                              benchmark=str(tmp_path / "bench.json"), out_dir=str(tmp_path / "rescored"), bootstrap=100))
     assert {k: run[k] for k in E.metrics.AGGREGATE_METRICS} == {k: again[k] for k in E.metrics.AGGREGATE_METRICS}
     assert run["ci95"] == again["ci95"]
+
+
+def test_compare_rescores_with_each_runs_cpt_table(data_dir, tmp_path):
+    from nyxmed.codes import icd10cm
+    from nyxmed.errors import NotFound, VerificationError
+
+    table = tmp_path / "cpt.csv"  # a licensed table without 70450 (case-5's gold CPT)
+    table.write_text("code,description\n" + "".join(f"{g[0][0]},licensed\n" for g in GOLD if g[0][0] != "70450"))
+    perfect = {f"case-{i}": CodeLine.of(*g[:3]).render() for i, g in enumerate(GOLD)}
+    off = {**perfect, "case-1": "73722, RT, M25.561"}  # a CPT of valid shape the table does not list
+    runs = {}
+    for name, outputs in (("a", perfect), ("b", off)):
+        runs[name] = E.run(EvalConfig(predictions=str(write_preds(tmp_path / f"{name}.jsonl", outputs)),
+                                      gold=str(data_dir), out_dir=str(tmp_path / name), cpt_table=str(table),
+                                      bootstrap=20))
+    assert runs["a"]["run"]["cpt_table"]["sha256"] == runs["b"]["run"]["cpt_table"]["sha256"]
+    assert runs["a"]["run"]["icd10cm_release"] == icd10cm.release_name()
+    shape_only = E.run(EvalConfig(predictions=str(tmp_path / "a.jsonl"), gold=str(data_dir),
+                                  out_dir=str(tmp_path / "shape"), bootstrap=20))
+    assert shape_only["invalid_code_rate"] == 0 < runs["a"]["invalid_code_rate"] < runs["b"]["invalid_code_rate"]
+
+    row = E.compare_runs(tmp_path / "a", tmp_path / "b", resamples=50)["metrics"]["invalid_code_rate"]
+    for side in ("a", "b"):
+        on_disk = json.loads((tmp_path / side / "metrics.json").read_text())
+        assert row[side] == pytest.approx(on_disk["invalid_code_rate"]), side
+
+    table.write_text(table.read_text() + "70450,licensed\n")
+    with pytest.raises(VerificationError, match=r"cpt\.csv.*changed since the run was scored"):
+        E.compare_runs(tmp_path / "a", tmp_path / "b")
+    table.unlink()
+    with pytest.raises(NotFound, match=r"cpt\.csv.*which is gone"):
+        E.load_run(tmp_path / "b")
+    assert E.load_run(tmp_path / "shape").n == 6  # a run scored without a table needs none
+
+
+def test_run_and_benchmark_record_the_icd_release(data_dir, tmp_path):
+    from nyxmed.codes import icd10cm
+    from nyxmed.errors import VerificationError
+
+    manifest = E.create_benchmark(data_dir, tmp_path / "bench.json", n=3)
+    assert manifest["icd10cm_release"] == icd10cm.release_name()
+    E.run(EvalConfig(predictions=str(write_preds(tmp_path / "p.jsonl", half_right())), gold=str(data_dir),
+                     out_dir=str(tmp_path / "run"), bootstrap=20))
+    assert f"| icd10cm_release | {icd10cm.release_name()} |" in (tmp_path / "run" / "report.md").read_text()
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    m["run"]["icd10cm_release"] = "icd10cm_tabular_2099.xml"  # scored under another release than the loaded one
+    (tmp_path / "run" / "metrics.json").write_text(json.dumps(m))
+    with pytest.raises(VerificationError, match="icd10cm_tabular_2099.xml"):
+        E.load_run(tmp_path / "run")

@@ -318,3 +318,39 @@ def test_staging_never_deletes_what_it_did_not_create(tmp_path, trained_adapter_
     (again,) = publish(adapter, "v1-final", None, tmp_path / "work")[-1:]
     assert again.folder == staged.folder and not (again.folder / "stale.txt").exists()
     assert (again.folder / STAGING_MARKER).is_file() and STAGING_MARKER not in again.release["files"]
+
+
+def test_card_model_index_carries_a_real_evaluation(tmp_path):
+    from huggingface_hub import ModelCard
+
+    from nyxmed import evaluation as E
+    from nyxmed.config import EvalConfig
+    from nyxmed.releases.card import build_card
+    from nyxmed.sources import write_cases
+    from nyxmed.synth import generate_cases
+
+    cases = generate_cases(12, seed=5)
+    gold = write_cases(cases, tmp_path / "gold.jsonl")
+    bench = E.create_benchmark(gold, tmp_path / "bench.json", n=10, seed=1)
+    preds = tmp_path / "preds.jsonl"  # right for half the records, one code short for the others
+    preds.write_text("".join(json.dumps({"id": c.id, "output": c.codes.render() if i % 2 else
+                                         c.codes.render().rsplit(",", 1)[0]}) + "\n" for i, c in enumerate(cases)))
+    metrics = E.run(EvalConfig(predictions=str(preds), gold=str(gold), benchmark=str(tmp_path / "bench.json"),
+                               out_dir=str(tmp_path / "eval"), bootstrap=20))
+
+    text = build_card(repo_id=REPO, version="v3", kind="adapter", base_model=None, license="other",
+                      metrics_path=tmp_path / "eval" / "metrics.json")
+    front = yaml.safe_load(text.split("---\n")[1])
+    assert front["model-index"][0]["name"] == REPO
+    results = ModelCard(text).data.eval_results  # parsed back by huggingface_hub from the YAML front matter
+    by_metric = {r.metric_type: r for r in results}
+    for name in ("all_three_exact", "cpt_exact", "icd_exact", "icd_root_overlap", "invalid_code_rate",
+                 "parse_failure_rate", "icd_micro_f1"):
+        assert by_metric[name].metric_value == pytest.approx(metrics[name]), name
+    assert 0 < metrics["cpt_exact"] and metrics["icd_exact"] < 1  # the numbers checked are not all one value
+    assert "n" not in by_metric and "ci95" not in by_metric
+    assert {(r.task_type, r.dataset_type, r.dataset_split, r.dataset_revision) for r in results} == {
+        ("text-generation", f"nyxmed-benchmark-{bench['name']}", "heldout", bench["manifest_hash"])}
+    # no evaluation, no model-index
+    bare = build_card(repo_id=REPO, version="v3", kind="adapter", base_model=None, license="other")
+    assert "model-index" not in bare and "model_name" not in bare and ModelCard(bare).data.eval_results is None

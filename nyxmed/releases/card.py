@@ -22,6 +22,9 @@ HEADLINE = ("all_three_exact", "cpt_exact", "cpt_primary", "modifier_exact", "ic
             "parse_failure_rate")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _NAME = re.compile(r"^[A-Za-z0-9_.]{1,64}$")  # metric names: identifiers, never free text
+_LABEL = re.compile(r"^[A-Za-z0-9][\w.-]{0,63}$")  # benchmark names and splits in the model-index
+_SHA = re.compile(r"^[0-9a-f]{16,64}$")
+TASK = ("text-generation", "Radiology billing-code assignment")  # the model-index task (type, name)
 
 
 def _read_json(path: str | Path | None) -> dict[str, Any]:
@@ -68,6 +71,24 @@ def evaluation_section(metrics: dict[str, Any]) -> str:
     if _num(boot.get("resamples")) is not None:
         note += f" 95% CIs: percentile bootstrap, {_fmt(boot['resamples'])} resamples over records."
     return note + "\n\n" + markdown_table(["metric", "value", "95% CI"], rows)
+
+
+def eval_results(metrics: dict[str, Any]) -> list:
+    """huggingface_hub ``EvalResult`` rows (the card's model-index) for every metric the evaluation table shows."""
+    from huggingface_hub import EvalResult
+
+    run = metrics.get("run") if isinstance(metrics.get("run"), dict) else {}
+    bench = run.get("benchmark") if isinstance(run.get("benchmark"), dict) else {}
+    def label(value: Any, pattern: re.Pattern) -> str | None:
+        return value if isinstance(value, str) and pattern.match(value) else None
+
+    split, name = label(run.get("split"), _LABEL), label(bench.get("name"), _LABEL)
+    revision = label(bench.get("manifest_hash"), _SHA)  # pins the benchmark's records
+    dataset_type = f"nyxmed-benchmark-{name}" if name else "nyxmed-heldout"
+    dataset_name = f"nyxmed benchmark {name}" if name else f"nyxmed {split or 'held-out'} split"
+    return [EvalResult(task_type=TASK[0], task_name=TASK[1], dataset_type=dataset_type, dataset_name=dataset_name,
+                       dataset_split=split, dataset_revision=revision, metric_type=k, metric_name=k,
+                       metric_value=_num(metrics[k])) for k in _metric_names(metrics)]
 
 
 def comparison_section(compare: dict[str, Any], previous: str | None, version: str) -> str:
@@ -133,17 +154,20 @@ def data_section(manifest: dict[str, Any]) -> str:
 def build_card(*, repo_id: str | None, version: str, kind: str, base_model: str | None, license: str,
                metrics_path=None, compare_path=None, previous: str | None = None, config_path=None,
                training_metrics_path=None, dataset_manifest_path=None) -> str:
-    """The README.md of a release (YAML metadata via huggingface_hub's ModelCardData, then Markdown)."""
+    """The README.md of a release: YAML metadata (with the model-index from ``metrics_path``) via
+    huggingface_hub's ModelCardData, then Markdown."""
     from huggingface_hub import ModelCard, ModelCardData
 
     metrics, compare = _read_json(metrics_path), _read_json(compare_path)
     training, manifest = _read_json(training_metrics_path), _read_json(dataset_manifest_path)
     config = yaml.safe_load(Path(config_path).read_text(encoding="utf-8")) if config_path else {}
     hub_base = base_model if base_model and HUB_ID.match(base_model) and not Path(base_model).exists() else None
+    name = repo_id or "nyxmed"
+    results = eval_results(metrics) or None  # model_name is only the model-index's name: unset without results
     data = ModelCardData(base_model=hub_base, library_name="transformers" if kind == "merged" else "peft",
                          license=license, pipeline_tag="text-generation",
-                         tags=["nyxmed", "radiology", "medical-coding", "cpt", "icd-10-cm", "lora", kind])
-    name = repo_id or "nyxmed"
+                         tags=["nyxmed", "radiology", "medical-coding", "cpt", "icd-10-cm", "lora", kind],
+                         model_name=name if results else None, eval_results=results)
     load = (f'AutoModelForCausalLM.from_pretrained("{name}", revision="{version}")' if kind == "merged" else
             f'AutoPeftModelForCausalLM.from_pretrained("{name}", revision="{version}")')
     body = "\n\n".join(s for s in [
