@@ -137,3 +137,14 @@ def test_a_hub_release_carries_only_the_preprocessor_manifest_unless_asked(tmp_p
     with pytest.raises(OutputConflict, match="public"):
         full_preprocessor_for(HubRegistry("org/coder", private=False), include=True)
     assert full_preprocessor_for(HubRegistry("org/coder", private=True), include=True)
+
+
+def test_the_model_card_lists_the_preprocessor(tmp_path, tiny_adapter_dir, preprocessor):
+    from nyxmed.releases.publish import publish
+
+    pre_dir = tmp_path / "pre"
+    preprocessor.save(pre_dir)
+    staged = publish(tiny_adapter_dir, "v1", None, tmp_path / "staging", "org/coder", preprocessor=pre_dir)[-1]
+    card = (staged.folder / "README.md").read_text()
+    assert "## Preprocessor" in card and preprocessor.id in card and "manifest and settings only" in card
+    assert f"| few-shot examples | {preprocessor.retrieval.n_shots} |" in card

@@ -151,9 +151,29 @@ def data_section(manifest: dict[str, Any]) -> str:
             f"{_fmt(weights.get('specificity'))}.\n\n" + markdown_table(["role", *splits], rows))
 
 
+def preprocessor_section(settings: dict[str, Any] | None, preprocessor: dict[str, Any] | None) -> str:
+    """The preprocessor the release codes with: its id and the settings that decide a prompt (no pool text)."""
+    if not preprocessor:
+        return ("## Preprocessor\n\nThis release carries no preprocessor: prompts for `nyxmed code` must be made "
+                "with the one its training data was built with.")
+    settings = settings or {}
+    retrieval, prompt = settings.get("retrieval") or {}, settings.get("prompt") or {}
+    facts = [("preprocessor id", f"`{preprocessor['id']}`"),
+             ("in this release", "all of it" if preprocessor.get("complete") else
+              "manifest and settings only (its retrieval pool holds training reports)")]
+    facts += [(k, _fmt(v)) for k, v in (
+        ("few-shot examples", retrieval.get("n_shots")), ("CPT candidates", retrieval.get("cpt_candidates")),
+        ("ICD candidates", retrieval.get("icd_candidates")), ("dense retrieval", retrieval.get("dense")),
+        ("reranker", retrieval.get("reranker")), ("explicit share", prompt.get("explicit_share")),
+        ("max prompt tokens", prompt.get("max_length")), ("pool size", settings.get("pool_size")),
+        ("ICD-10-CM release", settings.get("icd10cm_release"))) if v is not None]
+    return "## Preprocessor\n\n" + markdown_table(["", ""], facts)
+
+
 def build_card(*, repo_id: str | None, version: str, kind: str, base_model: str | None, license: str,
                metrics_path=None, compare_path=None, previous: str | None = None, config_path=None,
-               training_metrics_path=None, dataset_manifest_path=None) -> str:
+               training_metrics_path=None, dataset_manifest_path=None, preprocessor: dict[str, Any] | None = None,
+               preprocessor_settings: dict[str, Any] | None = None) -> str:
     """The README.md of a release: YAML metadata (with the model-index from ``metrics_path``) via
     huggingface_hub's ModelCardData, then Markdown."""
     from huggingface_hub import ModelCard, ModelCardData
@@ -182,6 +202,7 @@ def build_card(*, repo_id: str | None, version: str, kind: str, base_model: str 
         comparison_section(compare, previous, version),
         training_section(config if isinstance(config, dict) else {}, training),
         data_section(manifest),
+        preprocessor_section(preprocessor_settings, preprocessor),
         "## Intended use\n\nDrafting billing codes for radiology reports for review by certified coders, in "
         "the prompt format of the nyxmed training recipe (the same chat template and system prompt).",
         "## Limitations\n\nCodes are suggestions, not billing decisions: a certified coder must review every "

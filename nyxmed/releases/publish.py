@@ -98,6 +98,11 @@ def stage_all(path: str | os.PathLike, version: str, workdir: str | os.PathLike,
     """Stage every version of :func:`plan` under ``workdir/<version>/`` with its card and ``preprocessor``
     (default: the one the run's dataset was built with, :func:`find_preprocessor`)."""
     preprocessor = preprocessor or find_preprocessor(path)
+    pre_card = None
+    if preprocessor is not None:
+        from nyxmed.preprocessor import verify
+
+        pre_card = {"id": verify(preprocessor)["preprocessor_id"], "complete": full_preprocessor}
     versions = plan(path, version)
     for v, _ in versions:  # every target checked before anything is written
         check_staging_target(Path(path), Path(workdir) / v)
@@ -112,7 +117,8 @@ def stage_all(path: str | os.PathLike, version: str, workdir: str | os.PathLike,
             metrics_path=inputs.metrics if final else None, compare_path=inputs.compare if final else None,
             previous=inputs.previous, config_path=root / "config.yaml" if (root / "config.yaml").is_file() else None,
             training_metrics_path=(root / "training_metrics.json") if (root / "training_metrics.json").is_file()
-            else None, dataset_manifest_path=inputs.dataset_manifest)
+            else None, dataset_manifest_path=inputs.dataset_manifest, preprocessor=pre_card,
+            preprocessor_settings=_json(Path(preprocessor) / "settings.json") if preprocessor else None)
         staged.append(stage(folder, v, Path(workdir) / v, extra=extras, card=card, preprocessor=preprocessor,
                             full_preprocessor=full_preprocessor))
     return staged
