@@ -7,15 +7,22 @@ A line is ``CPT[ CPT2], MOD[ MOD2], ICD1, ICD2, ...``; the modifier slot may be 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 
 from nyxmed.codes import cpt as cpt_codes
 from nyxmed.codes import icd10cm, modifiers as mod_codes
 
 _SPECIAL = re.compile(r"<\|[^|>]{1,40}\|>|</?s>")
+_THINK = r"(?:think|thinking|reasoning|reflection)"
+_REASONING = re.compile(rf"<{_THINK}>.*?</{_THINK}>", re.I | re.S)
+_REASONING_OPENED_BEFORE = re.compile(rf"^.*</{_THINK}>", re.I | re.S)  # opened in the prompt (R1-style)
+_REASONING_UNCLOSED = re.compile(rf"<{_THINK}>.*$", re.I | re.S)  # cut off before it closed
+_ANSWER_TAG = re.compile(r"<(/?)(?:final[ _-]?)?(?:answer|diagnos[ie]s|codes?|code[ _-]?line|billing[ _-]?codes)\s*>\s*",
+                         re.I)
 _FENCE = re.compile(r"```[a-zA-Z]*")
 _MARKUP = re.compile(r"[*`]")  # markdown emphasis and inline code never belong to a code
-_LABEL = re.compile(r"^\s*(?:[-#>]+\s*)?(?:final\s+)?(?:codes?|answer|code\s*line|billing\s+codes?)\s*[:\-]\s*", re.I)
+_LABEL = re.compile(r"^\s*(?:[-#>]+\s*)?(?:(?:final\s+)?(?:codes?|answer|code\s*line|billing\s+codes?)\s*[:\-]\s*)+", re.I)
 _SPLIT_TOKENS = re.compile(r"[\s;/|]+")
 _WRAPPING = "\"'()[]{}<>:.-"  # quotes, brackets and sentence punctuation around a token
 _HYPHENATED = re.compile(r"^([0-9]{5}|[0-9]{4}[FT]|[A-V][0-9]{4})-([0-9A-Z]{2})$")  # claim form: 74177-26
@@ -93,8 +100,26 @@ def _dedupe(items) -> tuple[str, ...]:
     return tuple(dict.fromkeys(i for i in items if i))
 
 
-def _clean(text: str) -> str:
-    text = _SPECIAL.sub("\n", text)
+def _normalize(text: str) -> str:
+    """Drop Unicode format characters (zero-width space, LRM/RLM, BOM, word joiner) and apply NFKC."""
+    return unicodedata.normalize("NFKC", "".join(ch for ch in text if unicodedata.category(ch) != "Cf"))
+
+
+def _strip_reasoning(text: str, issues: list[str]) -> str:
+    """Remove ``<think>...</think>`` blocks, one opened in the prompt, and one cut off before it closed."""
+    for pattern, issue in ((_REASONING, "reasoning block removed"),
+                           (_REASONING_OPENED_BEFORE, "reasoning before '</think>' removed"),
+                           (_REASONING_UNCLOSED, "unclosed reasoning block removed")):
+        text, n = pattern.subn("\n", text)
+        if n:
+            issues.append(issue)
+    return text
+
+
+def _clean(text: str, issues: list[str]) -> str:
+    text = _strip_reasoning(_SPECIAL.sub("\n", _normalize(text)), issues)
+    # an answer tag's content is the answer: it becomes a labelled line, which wins over other lines
+    text = _ANSWER_TAG.sub(lambda m: "\n" if m.group(1) else "\nAnswer: ", text)
     return _MARKUP.sub("", _FENCE.sub("\n", text))
 
 
@@ -138,8 +163,8 @@ def _holds_codes(line: str) -> bool:
 def parse(text: object) -> ParseResult:
     """Parse model output into a :class:`CodeLine`; never raises.
 
-    Fields are read by position (procedures, modifiers, diagnoses); when the modifier slot is
-    missing, tokens are read by shape. Invalid codes are kept and named in ``issues``.
+    Reasoning blocks are skipped; fields are read by position (procedures, modifiers, diagnoses),
+    by shape when the modifier slot is missing. Invalid codes are kept and named in ``issues``.
     """
     try:
         return _parse(text)
@@ -151,10 +176,10 @@ def _parse(text: object) -> ParseResult:
     if not isinstance(text, str):
         text = "" if text is None else str(text)
     issues: list[str] = []
-    labelled = [(_LABEL.sub("", ln).strip(), bool(_LABEL.match(ln))) for ln in _clean(text).splitlines()]
+    labelled = [(_LABEL.sub("", ln).strip(), bool(_LABEL.match(ln))) for ln in _clean(text, issues).splitlines()]
     candidates = [(ln, has_label) for ln, has_label in labelled if ln and _holds_codes(ln)]
     if not candidates:
-        return ParseResult(CodeLine(), ("no code line found",))
+        return ParseResult(CodeLine(), (*issues, "no code line found"))
     # "Codes: ..." wins over an earlier line that merely mentions a code ("Reason: R10.31 pain")
     line = next((ln for ln, has_label in candidates if has_label), candidates[0][0])
     if len(candidates) > 1:
@@ -184,7 +209,7 @@ def _parse(text: object) -> ParseResult:
             if positional:
                 issues.append(f"procedure code {tok.upper()!r} after the modifier slot")
             cpts.append(tok)
-        elif kind == "mod" and (positional or mod_codes.is_known(tok)):
+        elif kind == "mod" and mod_codes.is_known(tok):  # prose ("if", "no", "or") is two letters too
             if positional:
                 issues.append(f"modifier {tok.upper()!r} after the modifier slot")
             mods.append(tok)

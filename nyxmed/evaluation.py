@@ -224,7 +224,8 @@ def evaluate_model(cfg: EvalConfig, generator=None) -> dict:
     gens = generator.generate([Chat(g.id, g.system, g.user) for g in gold])
     seconds = time.perf_counter() - start
     tokens = sum(x.new_tokens for x in gens)
-    info.update({"model": cfg.model, "adapter": cfg.adapter, "backend": cfg.backend, "batch_size": cfg.batch_size,
+    info.update({"model": cfg.model, "adapter": cfg.adapter, "backend": cfg.backend,
+                 "endpoint": cfg.endpoint if cfg.backend == "openai" else None, "batch_size": cfg.batch_size,
                  "max_new_tokens": cfg.max_new_tokens, "generation_seconds": round(seconds, 3),
                  "records_per_s": len(gold) / seconds if seconds else None,
                  "generated_tokens": tokens, "tokens_per_s": tokens / seconds if seconds else None,
@@ -338,7 +339,7 @@ def report_markdown(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]
     """report.md: run facts, metric/value/CI table, error taxonomy, breakdowns, worst examples."""
     run_info = summary.get("run", {})
     out = ["# Evaluation report\n\n"]
-    facts = [(k, run_info[k]) for k in ("model", "adapter", "backend", "data", "split", "predictions",
+    facts = [(k, run_info[k]) for k in ("model", "adapter", "backend", "endpoint", "data", "split", "predictions",
                                         "records_per_s", "tokens_per_s", "icd10cm_release", "created_at")
              if run_info.get(k) is not None]
     if run_info.get("benchmark"):

@@ -7,8 +7,11 @@ end of the assistant turn (``<|eot_id|>``).
 
 from __future__ import annotations
 
+import http.client
 import json
+import logging
 import os
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -19,7 +22,10 @@ from typing import Protocol, Sequence
 
 from tqdm.auto import tqdm
 
+from nyxmed.errors import RemoteError, UsageError
 from nyxmed.prompts import render_prompt  # the one prompt path, shared with training
+
+log = logging.getLogger(__name__)
 
 END_OF_TURN = "<|eot_id|>"
 BACKENDS = ("transformers", "vllm", "openai")
@@ -166,57 +172,139 @@ class VllmGenerator:
 
 
 # ----------------------------------------------------------------------------- HTTP
+_CHAT_PATH = "/chat/completions"
+_CHECK_TIMEOUT_S = 30.0  # the pre-run check must not hang for a whole request timeout
+
+
+def _server_message(exc: urllib.error.HTTPError) -> str:
+    """The server's own words from an error body: OpenAI ``error.message``, vLLM ``message``, FastAPI ``detail``."""
+    try:
+        raw = exc.read()[:4000]
+    except (OSError, http.client.HTTPException):
+        return ""
+    try:
+        body = json.loads(raw)
+        err = body.get("error", body) if isinstance(body, dict) else body
+        text = (err.get("message") or err.get("detail") or err) if isinstance(err, dict) else err
+    except ValueError:
+        text = raw.decode(errors="replace")
+    return " ".join(str(text).split())[:300]
+
+
+def _decode(raw: bytes, url: str, what: str = "") -> object:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise RemoteError(f"{what}{url} answered with something that is not JSON: {raw[:200]!r}") from None
+
+
 class OpenAIChatGenerator:
-    """Any OpenAI-compatible ``/chat/completions`` endpoint (vLLM serve, TGI, ...); ``batch_size`` parallel requests."""
+    """Any OpenAI-compatible ``/chat/completions`` endpoint (vLLM serve, TGI, ...); ``batch_size`` parallel requests.
+
+    Every failure of the server (refused, timed out, HTTP 4xx/5xx, not JSON) raises :class:`RemoteError`.
+    """
 
     def __init__(self, endpoint: str, model: str, max_new_tokens: int = 64, batch_size: int = 4,
                  api_key_env: str = "OPENAI_API_KEY", timeout_s: float = 300.0, retries: int = 3):
-        self.url = endpoint.rstrip("/") + ("" if endpoint.rstrip("/").endswith("/chat/completions") else "/chat/completions")
+        self.base = endpoint.rstrip("/").removesuffix(_CHAT_PATH)
+        self.url = self.base + _CHAT_PATH
         self.model, self.max_new_tokens, self.batch_size = model, max_new_tokens, batch_size
-        self.api_key = os.environ.get(api_key_env)
+        self.api_key_env, self.api_key = api_key_env, os.environ.get(api_key_env)
         self.timeout_s, self.retries = timeout_s, retries
+        self._usage_warned, self._lock = False, threading.Lock()
+
+    def _send(self, url: str, body: bytes | None, timeout: float) -> bytes:
+        """One HTTP exchange (POST with a body, else GET); urllib's and the socket's errors propagate."""
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        req = urllib.request.Request(url, data=body, headers=headers, method="POST" if body else "GET")
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.read()
+
+    def _failure(self, exc: Exception, url: str, timeout: float, what: str = "") -> RemoteError:
+        """One sentence for a failed exchange: the status and the server's message, or why it was unreachable."""
+        if isinstance(exc, urllib.error.HTTPError):
+            message = _server_message(exc)
+            text = f"{what}{url} answered HTTP {exc.code} {exc.reason}" + (f": {message}" if message else "")
+            if exc.code == 404 and not self.base.endswith("/v1"):
+                text += f"; OpenAI-compatible servers answer under /v1: try endpoint {self.base}/v1"
+            if exc.code in (401, 403):
+                text += (f"; the API key is read from ${self.api_key_env}"
+                         + ("" if self.api_key else ", which is not set"))
+            return RemoteError(text)
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        if isinstance(reason, TimeoutError):
+            return RemoteError(f"{what}{url} did not answer within {timeout:g} s")
+        hint = "; is the server running?" if isinstance(reason, ConnectionRefusedError) else ""
+        return RemoteError(f"{what}cannot reach {url}: {reason}{hint}")
+
+    def check_server(self) -> list[str]:
+        """Ask ``GET {endpoint}/models`` whether the server is up and serves ``self.model``; returns the served ids."""
+        url, timeout = self.base + "/models", min(self.timeout_s, _CHECK_TIMEOUT_S)
+        try:
+            raw = self._send(url, None, timeout)
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._failure(exc, url, timeout) from exc
+        listing = _decode(raw, url)
+        try:
+            served = [str(m["id"]) for m in listing["data"]]  # type: ignore[index]
+        except (KeyError, TypeError) as exc:
+            raise RemoteError(f"{url} sent no model list (data[].id): {listing!r:.300}") from exc
+        if self.model not in served:
+            raise RemoteError(f"{self.base} does not serve model {self.model!r}; it serves "
+                              f"{', '.join(map(repr, served[:20])) or 'no models'}: pass one of those as the model")
+        return served
 
     def _request(self, chat: Chat) -> Generation:
         body = json.dumps({
             "model": self.model, "temperature": 0.0, "max_tokens": self.max_new_tokens, "stop": [END_OF_TURN],
             "messages": [{"role": "system", "content": chat.system}, {"role": "user", "content": chat.user}],
         }).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
+        what = f"record {chat.id!r}: "
         for attempt in range(self.retries + 1):
             try:
-                req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                    reply = json.loads(resp.read())
+                raw = self._send(self.url, body, self.timeout_s)
                 break
-            except urllib.error.HTTPError as exc:
+            except (OSError, http.client.HTTPException) as exc:
                 # 4xx is our request's fault: retrying cannot help
-                if exc.code < 500 or attempt == self.retries:
-                    raise RuntimeError(f"record {chat.id!r}: {self.url} answered HTTP {exc.code}: "
-                                       f"{exc.read()[:300].decode(errors='replace')}") from exc
-            except urllib.error.URLError as exc:
-                if attempt == self.retries:
-                    raise RuntimeError(f"record {chat.id!r}: cannot reach {self.url}: {exc.reason}") from exc
+                client_error = isinstance(exc, urllib.error.HTTPError) and exc.code < 500
+                if client_error or attempt == self.retries:
+                    raise self._failure(exc, self.url, self.timeout_s, what) from exc
             time.sleep(min(2 ** attempt, 10))
+        reply = _decode(raw, self.url, what)
         try:
-            text = reply["choices"][0]["message"]["content"] or ""
+            text = reply["choices"][0]["message"]["content"] or ""  # type: ignore[index]
         except (KeyError, IndexError, TypeError) as exc:
-            raise RuntimeError(f"record {chat.id!r}: {self.url} sent no choices[0].message.content: {reply!r:.300}") from exc
-        usage = reply.get("usage") or {}
-        return Generation(text, int(usage.get("completion_tokens", 0)))
+            raise RemoteError(f"{what}{self.url} sent no choices[0].message.content: {reply!r:.300}") from exc
+        usage = reply.get("usage") if isinstance(reply, dict) else None
+        if not isinstance(usage, dict) or "completion_tokens" not in usage:
+            with self._lock:
+                warn, self._usage_warned = not self._usage_warned, True
+            if warn:
+                log.warning("%s sends no usage.completion_tokens: generated tokens (and tokens/s) are "
+                            "recorded as 0 for this run", self.url)
+            usage = {}
+        return Generation(text, int(usage.get("completion_tokens") or 0))
 
     def generate(self, chats: Sequence[Chat], progress: bool = True) -> list[Generation]:
-        with ThreadPoolExecutor(max_workers=self.batch_size) as pool:
+        pool = ThreadPoolExecutor(max_workers=self.batch_size)
+        try:
             return list(tqdm(pool.map(self._request, chats), total=len(chats), desc="requesting",
                              unit="rec", disable=not progress))
+        finally:
+            # after a failure, requests not yet sent are cancelled instead of each waiting out its retries
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def build_generator(backend: str, model: str, adapter: str | None = None, batch_size: int = 4,
                     max_new_tokens: int = 64, dtype: str = "auto", device: str = "auto",
                     endpoint: str | None = None, api_key_env: str = "OPENAI_API_KEY",
                     tensor_parallel_size: int = 1) -> Generator:
-    """The generator for ``backend``; raises ValueError on a bad combination, BackendUnavailable when missing."""
+    """The generator for ``backend``; raises UsageError on a bad combination, BackendUnavailable when missing.
+
+    For ``openai`` the server is asked first whether it serves ``model`` (RemoteError if not, or if it cannot be reached).
+    """
     if backend == "transformers":
         return TransformersGenerator.from_pretrained(model, adapter, dtype, device, batch_size=batch_size,
                                                      max_new_tokens=max_new_tokens)
@@ -224,8 +312,10 @@ def build_generator(backend: str, model: str, adapter: str | None = None, batch_
         return VllmGenerator(model, adapter, max_new_tokens, tensor_parallel_size=tensor_parallel_size, dtype=dtype)
     if backend == "openai":
         if not endpoint:
-            raise ValueError("backend 'openai' needs an endpoint URL (e.g. http://127.0.0.1:8000/v1)")
+            raise UsageError("backend 'openai' needs an endpoint URL (e.g. http://127.0.0.1:8000/v1)")
         if adapter:
-            raise ValueError("backend 'openai' cannot apply an adapter: serve it and pass its served name as the model")
-        return OpenAIChatGenerator(endpoint, model, max_new_tokens, batch_size, api_key_env)
-    raise ValueError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
+            raise UsageError("backend 'openai' cannot apply an adapter: serve it and pass its served name as the model")
+        generator = OpenAIChatGenerator(endpoint, model, max_new_tokens, batch_size, api_key_env)
+        generator.check_server()
+        return generator
+    raise UsageError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")

@@ -118,6 +118,77 @@ def test_parse_prose_drops_words_and_lists_them():
     assert "token 'think' is not a code; dropped" in result.issues
 
 
+@pytest.mark.parametrize(
+    ("text", "line", "dropped"),
+    [
+        ("74177, , R10.84 if no contrast", CodeLine(("74177",), (), ("R10.84",)), ("if", "no", "contrast")),
+        ("74177, 26, R10.84 is my answer", CodeLine(("74177",), ("26",), ("R10.84",)), ("is", "my", "answer")),
+        ("74177, , R10.84 or K57.30", CodeLine(("74177",), (), ("R10.84", "K57.30")), ("or",)),
+    ],
+)
+def test_parse_prose_after_the_modifier_slot_is_not_modifiers(text, line, dropped):
+    # two-letter words are modifier-shaped; after the slot only the modifier table's codes count
+    result = parse(text)
+    assert result.line == line
+    assert result.dropped == dropped
+    assert all(f"token {w!r} is not a code; dropped" in result.issues for w in dropped)
+    assert not any("after the modifier slot" in i for i in result.issues)
+
+
+@pytest.mark.parametrize(
+    ("text", "issue"),
+    [
+        ("<think>The pain suggests R10.31; maybe 74176 without contrast.</think>\n74177, 26, R10.84",
+         "reasoning block removed"),
+        ("<THINKING>\nR10.31?\n74176?\n</THINKING>\n\n74177, 26, R10.84<|eot_id|>", "reasoning block removed"),
+        # the block was opened by the chat template, so the output starts inside it
+        ("R10.31 fits, or 74176 ...</think>\n\n74177, 26, R10.84", "reasoning before '</think>' removed"),
+        ("74177, 26, R10.84\n<think>or R10.31 with 74176", "unclosed reasoning block removed"),
+    ],
+)
+def test_parse_skips_reasoning_blocks(text, issue):
+    result = parse(text)
+    assert result.line == CodeLine(("74177",), ("26",), ("R10.84",))
+    assert result.issues == (issue,)
+
+
+def test_parse_unclosed_reasoning_at_the_start_is_no_answer():
+    result = parse("<think>R10.31 pain, so 74176 or 74177, , R10.84 ...")
+    assert result.line == CodeLine() and result.issues == ("unclosed reasoning block removed", "no code line found")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<diagnosis>74177, 26, R10.84</diagnosis>",
+        "<answer>\n74177, 26, R10.84\n</answer>",
+        "<Final_Answer>Codes: 74177, 26, R10.84</Final_Answer>",
+        "Reason: R10.31 pain\n<answer>74177, 26, R10.84</answer>",  # the tagged answer wins like a label
+        "<think>R10.31</think><answer>74177, 26, R10.84</answer>",
+    ],
+)
+def test_parse_unwraps_answer_tags(text):
+    result = parse(text)
+    assert result.line == CodeLine(("74177",), ("26",), ("R10.84",))
+    assert result.dropped == ()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\ufeff74177, 26, R10.84",  # BOM
+        "\u200b74177\u200b, 26, R10.84\u200b",  # zero-width spaces
+        "\u200e74177\u200f, 26, R10.\u206084",  # LRM, RLM, a word joiner inside a code
+        "74177, 2\u20606, R10.84\u2060",  # word joiners
+        "Codes:\u00a0\uff17\uff14\uff11\uff17\uff17\uff0c 26\uff0c R10.84",  # NBSP, full-width digits and commas
+    ],
+)
+def test_parse_normalizes_unicode_format_characters_and_compatibility_forms(text):
+    result = parse(text)
+    assert result.line == CodeLine(("74177",), ("26",), ("R10.84",))
+    assert result.issues == ()
+
+
 @pytest.mark.parametrize("text", ["", "   ", "no codes here", "<|eot_id|>", "```\n```", None, 42, "Codes:"])
 def test_parse_empty_or_garbage_gives_empty_line_and_issue(text):
     result = parse(text)
@@ -199,3 +270,15 @@ def test_dotless_lower_case_icd_still_round_trips(line):
     # models often drop the dot and the case; in the diagnosis slots this must not change the line
     text = ", ".join([" ".join(line.cpt), " ".join(line.modifiers), *(i.replace(".", "").lower() for i in line.icd)])
     assert parse(text).line == line
+
+
+@settings(max_examples=150, deadline=None)
+@given(valid_lines, st.lists(st.tuples(st.integers(0, 200), st.sampled_from("\u200b\u200e\u200f\ufeff\u2060\u00ad")),
+                             max_size=6))
+def test_round_trip_through_format_characters_and_reasoning(line, inserts):
+    # format characters anywhere, and a reasoning block holding other codes before the line
+    text = line.render()
+    for pos, ch in sorted(inserts, reverse=True):
+        text = text[:pos] + ch + text[pos:]
+    assert parse(text).line == line
+    assert parse(f"<think>Maybe 74176, , R10.31 instead.</think>\n{text}").line == line

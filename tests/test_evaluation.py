@@ -248,14 +248,28 @@ def test_model_run_over_http_endpoint(data_dir, tmp_path):
     server.answers = {f"{c.exam_description}\n{c.report_text}": c.codes.render() for c in cases}
     server.requests = []
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
     try:
-        m = E.run(EvalConfig(model="nyxmed-v17", backend="openai", endpoint=f"http://127.0.0.1:{server.server_address[1]}/v1",
+        m = E.run(EvalConfig(model="nyxmed-v17", backend="openai", endpoint=url,
                              data=str(data_dir), out_dir=str(tmp_path / "run"), bootstrap=50))
     finally:
         server.shutdown()
         server.server_close()
     assert m["all_three_exact"] == 1.0 and m["icd_macro_f1_code"] == 1.0 and m["run"]["generated_tokens"] == 6 * 7
     assert len(server.requests) == 6
+    assert m["run"]["endpoint"] == url and f"| endpoint | {url} |" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_model_run_against_a_closed_port_stops_before_generating(data_dir, tmp_path):
+    from test_generation import _closed_port
+
+    from nyxmed.errors import RemoteError
+
+    url = f"http://127.0.0.1:{_closed_port()}/v1"
+    with pytest.raises(RemoteError, match=f"^cannot reach {url}/models: .*Connection refused"):
+        E.run(EvalConfig(model="nyxmed-v17", backend="openai", endpoint=url, data=str(data_dir),
+                         out_dir=str(tmp_path / "run")))
+    assert not (tmp_path / "run" / "metrics.json").exists()
 
 
 def test_model_run_needs_prompts(tmp_path):

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from nyxmed.errors import NyxmedError, RemoteError
 from nyxmed.generation import (BackendUnavailable, Chat, OpenAIChatGenerator, TransformersGenerator, _until_stop,
                                build_generator, load_transformers)
 from nyxmed.prompts import render_prompt
@@ -65,25 +68,44 @@ def test_adapter_is_applied(tiny_base_dir, tmp_path):
 
 
 class CannedChat(BaseHTTPRequestHandler):
-    """An OpenAI-compatible stand-in: answers from ``server.answers`` keyed by the user message."""
+    """An OpenAI-compatible stand-in under /v1: answers from ``server.answers`` keyed by the user message.
+
+    Optional server attributes: ``models`` (served ids, None for a non-JSON page), ``error`` ((status, JSON body)
+    for every chat request), ``usage`` (False: answers without ``usage``).
+    """
+
+    def _send(self, status: int, data: bytes, content_type: str = "application/json"):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):  # noqa: N802 (http.server naming)
+        self.server.gets = [*getattr(self.server, "gets", []), self.path]
+        models = getattr(self.server, "models", ("served-model", "nyxmed-v17"))
+        if self.path != "/v1/models":
+            self._send(404, json.dumps({"detail": "Not Found"}).encode())
+        elif models is None:
+            self._send(200, b"<html>welcome</html>", "text/html")
+        else:
+            self._send(200, json.dumps({"object": "list", "data": [{"id": m, "object": "model"} for m in models]}).encode())
 
     def do_POST(self):  # noqa: N802 (http.server naming)
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.server.requests.append(body)
         user = body["messages"][-1]["content"]
-        if self.path != "/v1/chat/completions" or user not in self.server.answers:
-            self.send_response(404 if self.path != "/v1/chat/completions" else 500)
-            self.end_headers()
-            self.wfile.write(b"no canned answer")
+        if getattr(self.server, "error", None):
+            status, error = self.server.error
+            self._send(status, json.dumps(error).encode())
             return
-        reply = {"choices": [{"message": {"role": "assistant", "content": self.server.answers[user]}}],
-                 "usage": {"completion_tokens": 7}}
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        if self.path != "/v1/chat/completions" or user not in self.server.answers:
+            self._send(404 if self.path != "/v1/chat/completions" else 500, b"no canned answer", "text/plain")
+            return
+        reply = {"choices": [{"message": {"role": "assistant", "content": self.server.answers[user]}}]}
+        if getattr(self.server, "usage", True):
+            reply["usage"] = {"completion_tokens": 7}
+        self._send(200, json.dumps(reply).encode())
 
     def log_message(self, *args):
         pass
@@ -100,10 +122,15 @@ def canned_server():
     server.server_close()
 
 
+def _url(server, path="/v1"):
+    return f"http://127.0.0.1:{server.server_address[1]}{path}"
+
+
 def test_openai_endpoint_backend(canned_server):
     canned_server.answers = {c.user: f"74177, , R10.8{i}" for i, c in enumerate(CHATS)}
-    url = f"http://127.0.0.1:{canned_server.server_address[1]}/v1"
+    url = _url(canned_server)
     gen = build_generator("openai", "served-model", endpoint=url, batch_size=3, max_new_tokens=64)
+    assert canned_server.gets == ["/v1/models"]  # the server was checked before the run
     out = gen.generate(CHATS, progress=False)
     assert [g.text for g in out] == [f"74177, , R10.8{i}" for i in range(5)]  # order kept despite parallel requests
     assert all(g.new_tokens == 7 for g in out)
@@ -112,11 +139,102 @@ def test_openai_endpoint_backend(canned_server):
     assert [m["role"] for m in sent["messages"]] == ["system", "user"]
 
 
-def test_openai_endpoint_error_names_the_record(canned_server):
-    url = f"http://127.0.0.1:{canned_server.server_address[1]}/v1"
-    gen = OpenAIChatGenerator(url, "m", retries=0)
-    with pytest.raises(RuntimeError, match="record 'r0'.*HTTP 500"):
+def test_openai_endpoint_error_names_the_record(canned_server, monkeypatch):
+    sleeps = []
+    monkeypatch.setattr("nyxmed.generation.time.sleep", sleeps.append)
+    gen = OpenAIChatGenerator(_url(canned_server), "m", retries=2)
+    with pytest.raises(RemoteError) as err:
         gen.generate(CHATS[:1], progress=False)
+    assert str(err.value) == (f"record 'r0': {_url(canned_server)}/chat/completions answered HTTP 500 "
+                              "Internal Server Error: no canned answer")
+    assert len(canned_server.requests) == 3 and sleeps == [1, 2]  # a 5xx is retried
+    assert isinstance(err.value, NyxmedError) and err.value.exit_code == 6
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (400, {"error": {"message": "max_tokens is too large", "type": "invalid_request_error"}},
+         "answered HTTP 400 Bad Request: max_tokens is too large"),
+        (404, {"object": "error", "message": "The model `m` does not exist.", "code": 404},
+         "answered HTTP 404 Not Found: The model `m` does not exist."),
+        (401, {"detail": "invalid key"},
+         "answered HTTP 401 Unauthorized: invalid key; the API key is read from $NYXMED_TEST_KEY, which is not set"),
+    ],
+)
+def test_openai_endpoint_4xx_gives_the_status_and_the_servers_message(canned_server, monkeypatch, status, body,
+                                                                      expected):
+    monkeypatch.delenv("NYXMED_TEST_KEY", raising=False)
+    canned_server.error = (status, body)
+    gen = OpenAIChatGenerator(_url(canned_server), "m", api_key_env="NYXMED_TEST_KEY")
+    with pytest.raises(RemoteError) as err:
+        gen.generate(CHATS[:1], progress=False)
+    assert str(err.value) == f"record 'r0': {_url(canned_server)}/chat/completions {expected}"
+    assert len(canned_server.requests) == 1  # a 4xx is not retried
+
+
+def test_openai_check_names_the_served_models(canned_server):
+    with pytest.raises(RemoteError) as err:
+        build_generator("openai", "nyxmed-v18", endpoint=_url(canned_server))
+    assert str(err.value) == (f"{_url(canned_server)} does not serve model 'nyxmed-v18'; it serves 'served-model', "
+                              "'nyxmed-v17': pass one of those as the model")
+    assert canned_server.requests == []  # nothing was generated
+    canned_server.models = ()
+    with pytest.raises(RemoteError, match="it serves no models"):
+        build_generator("openai", "served-model", endpoint=_url(canned_server))
+
+
+def test_openai_check_hints_v1_on_404(canned_server):
+    base = _url(canned_server, "")
+    with pytest.raises(RemoteError) as err:
+        build_generator("openai", "served-model", endpoint=base + "/")
+    assert str(err.value) == (f"{base}/models answered HTTP 404 Not Found: Not Found; OpenAI-compatible servers "
+                              f"answer under /v1: try endpoint {base}/v1")
+    # a full chat-completions URL works as the endpoint too
+    assert build_generator("openai", "served-model", endpoint=base + "/v1/chat/completions").url == \
+        base + "/v1/chat/completions"
+
+
+def test_openai_check_refuses_a_page_that_is_not_json(canned_server):
+    canned_server.models = None
+    with pytest.raises(RemoteError, match=r"/v1/models answered with something that is not JSON: b'<html>"):
+        build_generator("openai", "served-model", endpoint=_url(canned_server))
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_openai_closed_port_is_one_clear_error(monkeypatch):
+    monkeypatch.setattr("nyxmed.generation.time.sleep", lambda s: None)
+    url = f"http://127.0.0.1:{_closed_port()}/v1"
+    with pytest.raises(RemoteError, match=rf"^cannot reach {url}/models: .*Connection refused.*; is the server running\?$"):
+        build_generator("openai", "m", endpoint=url)
+    with pytest.raises(RemoteError, match=rf"^record 'r0': cannot reach {url}/chat/completions: .*Connection refused"):
+        OpenAIChatGenerator(url, "m", retries=1).generate(CHATS[:1], progress=False)
+
+
+def test_openai_timeout_is_one_clear_error():
+    with socket.socket() as sock:  # listens but never answers
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+        with pytest.raises(RemoteError, match=rf"^{url}/models did not answer within 0.5 s$"):
+            OpenAIChatGenerator(url, "m", timeout_s=0.5).check_server()
+
+
+def test_openai_missing_usage_warns_once(canned_server, caplog):
+    canned_server.answers = {c.user: "74177, , R10.84" for c in CHATS}
+    canned_server.usage = False
+    gen = build_generator("openai", "served-model", endpoint=_url(canned_server), batch_size=3)
+    with caplog.at_level(logging.WARNING, logger="nyxmed.generation"):
+        out = gen.generate(CHATS, progress=False)
+    assert [g.text for g in out] == ["74177, , R10.84"] * 5 and all(g.new_tokens == 0 for g in out)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "nyxmed.generation"]
+    assert warnings == [(f"{_url(canned_server)}/chat/completions sends no usage.completion_tokens: generated "
+                         "tokens (and tokens/s) are recorded as 0 for this run")]
 
 
 def test_backend_choice_errors(tiny_base_dir):
