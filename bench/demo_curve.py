@@ -49,7 +49,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
     from nyxmed import evaluation
     from nyxmed.dataset import build_dataset
@@ -80,9 +80,7 @@ def main() -> None:
     if args.full:
         trainable = list(model.parameters())
     else:
-        lcfg = recipe.lora
-        model = get_peft_model(model, LoraConfig(r=lcfg.r, lora_alpha=lcfg.alpha, lora_dropout=lcfg.dropout,
-                                                 target_modules=list(lcfg.target_modules)))
+        model = get_peft_model(model, recipe.lora.to_peft())
         trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=args.steps,

@@ -13,12 +13,15 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
 from nyxmed.errors import UsageError
 from nyxmed.io import write_atomic
+
+if TYPE_CHECKING:
+    import peft
 
 T = TypeVar("T")
 
@@ -102,6 +105,14 @@ class LoraSettings:
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
+
+    def to_peft(self, **overrides: Any) -> peft.LoraConfig:
+        """The ``peft.LoraConfig`` of these settings (causal LM, no bias); ``overrides`` go to it as given."""
+        from peft import LoraConfig
+
+        return LoraConfig(**{"r": self.r, "lora_alpha": self.alpha, "lora_dropout": self.dropout,
+                             "target_modules": list(self.target_modules), "bias": "none",
+                             "task_type": "CAUSAL_LM", **overrides})
 
 
 @dataclass

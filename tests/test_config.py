@@ -181,3 +181,14 @@ def test_malformed_yaml_file_names_the_file(tmp_path):
     path = _yaml(tmp_path, "train:\n  epochs: [1,\n")
     with pytest.raises(ConfigError, match=f"{path}: not valid YAML"):
         load_recipe(path)
+
+
+def test_lora_to_peft_is_the_config_training_built():
+    from peft import LoraConfig
+
+    lora = config.LoraSettings(r=8, alpha=16, dropout=0.1, target_modules=["q_proj", "v_proj"])
+    built = lora.to_peft()
+    before = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.1, target_modules=["q_proj", "v_proj"], bias="none",
+                        task_type="CAUSAL_LM")
+    assert built.to_dict() == before.to_dict()
+    assert lora.to_peft(init_lora_weights=False).init_lora_weights is False

@@ -44,10 +44,12 @@ class FrozenEpochCallback(TrainerCallback):
     return to it) unless one already ran at that step; ``frozen.json`` records its eval_loss.
     """
 
-    def __init__(self, trainer: Trainer, frozen_dir: str | Path, expected: dict[str, tuple[int, ...]]):
+    def __init__(self, trainer: Trainer, frozen_dir: str | Path, expected: dict[str, tuple[int, ...]],
+                 provenance: dict[str, Any] | None = None):
         self.trainer = trainer
         self.frozen_dir = Path(frozen_dir)
         self.expected = expected
+        self.provenance = provenance or {}  # written into frozen.json (the merge checks the base fingerprint)
         self.pending: int | None = None
 
     def on_epoch_end(self, args, state, control, **kwargs):
@@ -69,7 +71,7 @@ class FrozenEpochCallback(TrainerCallback):
             self._export(epoch, state, (metrics or {}).get("eval_loss"))
 
     def _export(self, epoch: int, state, eval_loss: float | None) -> None:
-        meta = {"epoch": epoch, "step": state.global_step, "eval_loss": eval_loss}
+        meta = {"epoch": epoch, "step": state.global_step, "eval_loss": eval_loss, **self.provenance}
         artifacts.export_adapter(lambda d: self.trainer.save_model(str(d)), self.frozen_dir / f"epoch-{epoch}",
                                  self.expected, meta, state.is_world_process_zero, meta_name="frozen.json")
 

@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-from peft import LoraConfig, get_peft_model
+from peft import get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments, set_seed
 
 from nyxmed import config as cfgmod
+from nyxmed.codes import icd10cm
 from nyxmed.config import Recipe
+from nyxmed.provenance import base_fingerprint, local_model_dir
 from nyxmed.training.kernels import apply_liger
 from nyxmed.training.packing import PackingCollator, check_packing_supported
 from nyxmed.io import read_json, sha256_file, write_json
@@ -134,9 +136,7 @@ def load_lora_model(recipe: Recipe) -> torch.nn.Module:
         raise cfgmod.ConfigError(f"model.dtype: {m.dtype!r} is not a torch dtype")
     model = AutoModelForCausalLM.from_pretrained(m.base_model, dtype=dtype, attn_implementation=m.attn_implementation)
     model.config.use_cache = False  # no KV cache while training (and gradient checkpointing refuses one)
-    peft_config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                             target_modules=list(lora.target_modules), bias="none", task_type="CAUSAL_LM")
-    return get_peft_model(model, peft_config)
+    return get_peft_model(model, lora.to_peft())
 
 
 def resume_point(recipe: Recipe, checkpoint_dir: Path, is_writer: bool) -> str | None:
@@ -203,6 +203,9 @@ def train(recipe: Recipe) -> TrainResult:
     collator = (PackingCollator(tokenizer.pad_token_id, max_tokens=t.packing_max_tokens) if t.packing
                 else PaddedCollator(tokenizer.pad_token_id))
     expected = artifacts.expected_adapter_shapes(model)
+    # Checked by `nyxmed merge`: the adapter goes into exactly the base it was trained on.
+    provenance = {"base_model_fingerprint": base_fingerprint(local_model_dir(recipe.model.base_model)),
+                  "icd10cm_release": icd10cm.release_name()}
 
     early = StopRecordingEarlyStopping(t.early_stopping_patience, t.early_stopping_threshold)
     stats = RunStatsCallback()
@@ -211,7 +214,7 @@ def train(recipe: Recipe) -> TrainResult:
                                       data_collator=collator,
                                       processing_class=tokenizer, callbacks=[early, stats])
         trainer.add_callback(CheckpointCommitCallback(trainer))
-        trainer.add_callback(FrozenEpochCallback(trainer, out / "frozen", expected))
+        trainer.add_callback(FrozenEpochCallback(trainer, out / "frozen", expected, provenance))
         tokens_before = 0
         if resume_from:
             tokens_before = read_json(Path(resume_from) / "trainer_state.json").get("num_input_tokens_seen", 0)
@@ -253,6 +256,7 @@ def train(recipe: Recipe) -> TrainResult:
                            "counter": early.early_stopping_patience_counter},
         "dataset": {"dir": str(t.dataset_dir), "train_rows": len(train_ds), "validation_rows": len(val_ds),
                     "manifest_sha256": artifacts.file_sha256_or_none(Path(t.dataset_dir).parent / "manifest.json")},
+        **provenance,
         "git": artifacts.git_commit(),
         "log_history": state.log_history,
     }
