@@ -7,6 +7,7 @@ the collective saves run everywhere and only the main process writes files.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,7 +75,7 @@ def training_arguments(recipe: Recipe, checkpoint_dir: Path) -> TrainingArgument
     accelerator_config = None
     if deepspeed and not torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
         accelerator_config = _cpu_deepspeed_state()
-    return TrainingArguments(
+    owned = dict(
         output_dir=str(checkpoint_dir),
         per_device_train_batch_size=t.micro_batch_size,
         per_device_eval_batch_size=t.eval_batch_size,
@@ -106,12 +107,27 @@ def training_arguments(recipe: Recipe, checkpoint_dir: Path) -> TrainingArgument
         deepspeed=deepspeed,
         accelerator_config=accelerator_config,
         dataloader_pin_memory=torch.cuda.is_available(),
-        report_to=["tensorboard"],
+        report_to=list(t.report_to) or "none",
         include_num_input_tokens_seen="non_padding",
         remove_unused_columns=False,  # keep `weight`: the collator turns it into token_weights
         restore_callback_states_from_checkpoint=True,  # early-stopping patience survives a resume
         dataloader_num_workers=t.dataloader_num_workers,
     )
+    clash = sorted(set(t.trainer_args) & set(owned))
+    if clash:
+        raise cfgmod.ConfigError(f"train.trainer_args.{clash[0]}: set by nyxmed itself (from the train section; "
+                                 f"see docs/training.md), so it cannot be passed through")
+    check_report_to(t.report_to)
+    return TrainingArguments(**owned, **t.trainer_args)
+
+
+def check_report_to(report_to: list[str]) -> None:
+    """Raise :class:`ConfigError` naming ``train.report_to`` when an integration's package is missing."""
+    for name in report_to:
+        if not any(importlib.util.find_spec(m) for m in cfgmod.REPORT_TO_PACKAGES[name]):
+            raise cfgmod.ConfigError(f"train.report_to: {name!r} needs the {cfgmod.REPORT_TO_PACKAGES[name][0]} "
+                                     f"package, which is not installed (pip install "
+                                     f"{cfgmod.REPORT_TO_PACKAGES[name][0]}, or drop it from train.report_to)")
 
 
 def _cpu_deepspeed_state() -> dict[str, Any]:
