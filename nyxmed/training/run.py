@@ -155,6 +155,12 @@ def load_lora_model(recipe: Recipe) -> torch.nn.Module:
     return get_peft_model(model, lora.to_peft())
 
 
+def make_collator(t: cfgmod.TrainConfig, pad_token_id: int) -> PackingCollator | PaddedCollator:
+    """The batch collator ``train`` selects: packed rows with ``train.packing``, else padded ones."""
+    return (PackingCollator(pad_token_id, max_tokens=t.packing_max_tokens) if t.packing
+            else PaddedCollator(pad_token_id))
+
+
 def resume_point(recipe: Recipe, checkpoint_dir: Path, is_writer: bool) -> str | None:
     """The checkpoint to resume from (newest complete one), or None for a fresh run.
 
@@ -216,8 +222,7 @@ def train(recipe: Recipe) -> TrainResult:
     apply_liger(model, t)
     if t.packing:
         check_packing_supported(model)
-    collator = (PackingCollator(tokenizer.pad_token_id, max_tokens=t.packing_max_tokens) if t.packing
-                else PaddedCollator(tokenizer.pad_token_id))
+    collator = make_collator(t, tokenizer.pad_token_id)
     expected = artifacts.expected_adapter_shapes(model)
     # Checked by `nyxmed merge`: the adapter goes into exactly the base it was trained on.
     provenance = {"base_model_fingerprint": base_fingerprint(local_model_dir(recipe.model.base_model)),
