@@ -248,6 +248,7 @@ def test_single_process_run_without_deepspeed(tiny_base_dir, data_dir, tmp_path)
         folder = out / "frozen" / f"epoch-{epoch}"
         frozen = json.loads((folder / "frozen.json").read_text())
         assert (frozen["epoch"], frozen["step"]) == (epoch, step)
+        assert frozen["base_model_fingerprint"] == metrics["base_model_fingerprint"]  # merge checks frozen ones too
         assert frozen["eval_loss"] == next(p["eval_loss"] for p in metrics["eval_loss_curve"] if p["step"] == step)
         for name, digest in frozen["sha256"].items():
             assert sha256_file(folder / name) == digest
