@@ -2,9 +2,11 @@
 
 Builds what `nyxmed demo` builds (synthetic cases, the local tokenizer, the base pre-trained on coded
 reports of another synthetic set, the dataset of `configs/demo.yaml`), then trains the recipe's LoRA
-(or, with `--full`, every weight, as a diagnostic) in one process with the trainer's weighted
-answer-only loss, and every `--eval-every` steps greedily decodes the first `--eval-n` held-out
-records with the production generator and scores them with the production metrics. JSON to stdout.
+(or, with `--full`, every weight, as a diagnostic) in one process through the Trainer path of
+`nyxmed train` (its TrainingArguments, collator and weighted answer-only loss), and every
+`--eval-every` steps (`LearningCurveCallback`) greedily decodes the first `--eval-n` held-out records
+with the production generator and scores them with the production metrics; each point also has the
+eval loss on the first `--eval-n` validation rows. JSON to stdout.
 
     python bench/demo_curve.py --steps 600 --eval-every 100
     python bench/demo_curve.py --device cuda pretrain_steps=1000 train.learning_rate=0.01   # explore on a GPU
@@ -17,9 +19,9 @@ a GPU explores settings quickly; the demo's 10-minute budget is timed on the CPU
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import random
 import sys
 import tempfile
 import time
@@ -47,24 +49,39 @@ def main() -> None:
     ap.add_argument("--config", default=None, help="YAML of DemoConfig fields")
     ap.add_argument("overrides", nargs="*", help="key=value DemoConfig overrides; dotted keys go to the recipe")
     args = ap.parse_args()
+    with contextlib.redirect_stdout(sys.stderr):  # DeepSpeed's logger (imported by the Trainer) prints to stdout
+        result = run(args)
+    print(json.dumps(result, indent=2))
 
+
+def run(args: argparse.Namespace) -> dict:
+    """Build the demo's base and data, train with the curve callback; the bench's JSON result."""
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
     from nyxmed import evaluation
     from nyxmed.dataset import build_dataset
     from nyxmed.demo import Demo, build_base, load_demo_config
     from nyxmed.generation import Chat, TransformersGenerator
-    from nyxmed.training.loss import answer_logits_to_keep, weighted_lm_loss
     from nyxmed.prompts import load_rules
     from nyxmed.synth import generate_cases
-    from nyxmed.training.batching import PaddedCollator
+    from nyxmed.training.batching import load_training_splits
+    from nyxmed.training.callbacks import LearningCurveCallback
+    from nyxmed.training.loss import WeightedLossTrainer
+    from nyxmed.training.run import make_collator, training_arguments
 
     torch.set_num_threads(args.threads)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="nyxmed-demo-curve-"))
     demo = replace(load_demo_config(args.config, args.overrides), out_dir=str(work))
     recipe = Demo(demo).recipe  # the demo's recipe, folders under work/ and rules file resolved
     lr = args.lr or recipe.train.learning_rate
+    # The recipe's train section with the bench's steps and batch: one micro-batch of --batch per
+    # optimizer step, an evaluation (and checkpoint, for load-best) every --eval-every steps.
+    recipe = replace(recipe, train=replace(
+        recipe.train, max_steps=args.steps, micro_batch_size=args.batch, gradient_accumulation_steps=1,
+        learning_rate=lr, eval_steps=args.eval_every, save_steps=args.eval_every, logging_steps=1,
+        deepspeed=None, output_dir=str(work / "curve"), report_to=[],
+        trainer_args={**recipe.train.trainer_args, "use_cpu": args.device == "cpu"}))
     t0 = time.time()
     cases = generate_cases(demo.cases, demo.seed)
     t_pre = time.time()
@@ -72,27 +89,16 @@ def main() -> None:
                                         device=args.device)
     pretrain_s = time.time() - t_pre  # tokenizer + pre-training, as the demo's step 2
     data = build_dataset(recipe, tok, cases=cases, progress=False)
-    from datasets import load_from_disk
-
-    ds = load_from_disk(str(work / "data" / "dataset"))
-    train = ds["train"]
+    train, validation = load_training_splits(recipe.train.dataset_dir, recipe.prompt.max_length)
+    validation = validation.select(range(min(len(validation), args.eval_n)))  # eval_loss: a cheap side-note
     gold = evaluation.load_gold(work / "data")[: args.eval_n]
     if args.full:
-        trainable = list(model.parameters())
+        model.config.use_cache = False
     else:
-        lcfg = recipe.lora
-        model = get_peft_model(model, LoraConfig(r=lcfg.r, lora_alpha=lcfg.alpha, lora_dropout=lcfg.dropout,
-                                                 target_modules=list(lcfg.target_modules)))
-        trainable = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=args.steps,
-                                                pct_start=recipe.train.warmup_ratio, anneal_strategy="cos")
-    order = list(range(len(train)))
-    random.Random(demo.seed).shuffle(order)
-    tok.padding_side = "left"
+        model = get_peft_model(model, recipe.lora.to_peft())
     generator = TransformersGenerator(model, tok, batch_size=args.eval_batch, max_new_tokens=demo.eval_max_new_tokens)
 
-    def evaluate() -> dict:
+    def measure() -> dict:
         model.eval()
         outs = generator.generate([Chat(g.id, g.system, g.user) for g in gold], progress=False)
         model.train()
@@ -100,45 +106,26 @@ def main() -> None:
         point = table.point()
         return {k: round(point[k], 3) for k in FLOOR_METRICS}
 
-    curve = [{"step": 0, "train_seconds": 0.0, **evaluate()}]
-    print(json.dumps(curve[-1]), flush=True, file=sys.stderr)
-    model.train()
-    collate = PaddedCollator(tok.pad_token_id)  # the trainer's batches without packing
-    t_train, eval_s, tokens, window = time.time(), 0.0, 0, []
-    for step in range(1, args.steps + 1):
-        batch = collate(train.select([order[(step * args.batch + j) % len(order)] for j in range(args.batch)]))
-        batch = {k: v.to(args.device) for k, v in batch.items()}
-        labels, weights = batch.pop("labels"), batch.pop("token_weights")
-        tokens += int(batch["attention_mask"].sum())
-        logits = model(**batch, logits_to_keep=answer_logits_to_keep(labels)).logits
-        total, count = weighted_lm_loss(logits, labels, weights)
-        loss = total / count
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        window.append(loss.item())
-        if step % args.eval_every == 0 or step == args.steps:
-            te = time.time()
-            point = evaluate()
-            eval_s += time.time() - te
-            curve.append({"step": step, "train_seconds": round(time.time() - t_train - eval_s, 1),
-                          "answer_loss": round(sum(window) / len(window), 3), **point})
-            window = []
-            print(json.dumps(curve[-1]), flush=True, file=sys.stderr)
-    train_s = time.time() - t_train - eval_s
-    print(json.dumps({
+    curve = LearningCurveCallback(args.eval_every, measure,
+                                  on_point=lambda p: print(json.dumps(p), flush=True, file=sys.stderr))
+    trainer = WeightedLossTrainer(model=model, args=training_arguments(recipe, work / "curve" / "checkpoints"),
+                                  train_dataset=train, eval_dataset=validation,
+                                  data_collator=make_collator(recipe.train, tok.pad_token_id),
+                                  processing_class=tok, callbacks=[curve])
+    trainer.train()
+    train_s = curve.curve[-1]["train_seconds"]
+    tokens = trainer.state.num_input_tokens_seen
+    return {
         "bench": "demo_curve", "device": args.device, "overrides": args.overrides,
         "mode": "full" if args.full else f"lora r={recipe.lora.r}", "lr": lr,
         "threads": args.threads, "batch": args.batch, "train_examples": len(train),
         "prompt_tokens_mean": data.manifest["token_lengths"]["train"]["mean"],
         "pretrain": {"steps": demo.pretrain_steps, "seconds": round(pretrain_s, 1),
                      "loss_first": round(pre_losses[0], 3), "loss_last20": round(sum(pre_losses[-20:]) / len(pre_losses[-20:]), 3)},
-        "train_tokens_per_second": round(tokens / train_s, 1), "eval_records": len(gold),
-        "floors": {"cpt_exact": 0.6, "icd_root_overlap": 0.5}, "curve": curve,
+        "train_tokens_per_second": round(tokens / train_s, 1) if train_s else None, "eval_records": len(gold),
+        "floors": {"cpt_exact": 0.6, "icd_root_overlap": 0.5}, "curve": curve.curve,
         "seconds": round(time.time() - t0, 1), "load_average_at_end": round(os.getloadavg()[0], 2),
-    }, indent=2))
+    }
 
 
 if __name__ == "__main__":

@@ -61,8 +61,9 @@ print(json.dumps({"rss_after_warmup": before, "peak_rss_during_warmup": peak_war
 def build(name: str, workdir: Path, dtype: str) -> tuple[Path, Path]:
     """A random Llama of size ``name`` saved in ``dtype``, and a random LoRA r=8 adapter for it."""
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
+    from nyxmed.config import LoraSettings
     from nyxmed.tiny import build_tiny_model, build_tokenizer, save_base
 
     base, adapter = workdir / f"{name}-base", workdir / f"{name}-adapter"
@@ -72,8 +73,8 @@ def build(name: str, workdir: Path, dtype: str) -> tuple[Path, Path]:
     tok = build_tokenizer([" ".join(words)] * 50, vocab_size=512)
     model = build_tiny_model(tok, seed=0, **SIZES[name]).to(getattr(torch, dtype))
     save_base(model, tok, base)
-    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=LORA_TARGETS,
-                                                  init_lora_weights=False))
+    peft_model = get_peft_model(model, LoraSettings(r=8, alpha=16, dropout=0.0, target_modules=LORA_TARGETS)
+                                .to_peft(init_lora_weights=False))
     peft_model.peft_config["default"].base_model_name_or_path = str(base)
     peft_model.save_pretrained(adapter)
     tok.save_pretrained(adapter)

@@ -39,7 +39,7 @@ import time
 
 import numpy as np
 import torch
-from peft import LoraConfig, get_peft_model
+from peft import get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from nyxmed.config import LoraSettings
@@ -77,9 +77,7 @@ def build(dims: str, dtype: torch.dtype, device: torch.device, lora: LoraSetting
         torch.set_default_dtype(old)
     if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    peft_config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                             target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
-    return get_peft_model(model, peft_config), config
+    return get_peft_model(model, lora.to_peft()), config
 
 
 def device_name(device: torch.device) -> str:

@@ -13,12 +13,15 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
 from nyxmed.errors import UsageError
 from nyxmed.io import write_atomic
+
+if TYPE_CHECKING:
+    import peft
 
 T = TypeVar("T")
 
@@ -103,6 +106,14 @@ class LoraSettings:
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
 
+    def to_peft(self, **overrides: Any) -> peft.LoraConfig:
+        """The ``peft.LoraConfig`` of these settings (causal LM, no bias); ``overrides`` go to it as given."""
+        from peft import LoraConfig
+
+        return LoraConfig(**{"r": self.r, "lora_alpha": self.alpha, "lora_dropout": self.dropout,
+                             "target_modules": list(self.target_modules), "bias": "none",
+                             "task_type": "CAUSAL_LM", **overrides})
+
 
 @dataclass
 class TrainConfig:
@@ -143,6 +154,54 @@ class TrainConfig:
     zero3_param_persistence_threshold: int | None = None
     zero3_overlap_comm: bool | None = None
     zero3_reduce_bucket_size: int | None = None
+    # Where the Trainer logs (docs/training.md): tensorboard, wandb, mlflow; an empty list logs nowhere.
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    # Extra TrainingArguments fields, passed as given; those nyxmed sets itself are refused.
+    trainer_args: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = [r for r in self.report_to if r not in REPORT_TO_PACKAGES]
+        if unknown:
+            raise ConfigError(f"train.report_to: {unknown[0]!r} is not one of {', '.join(REPORT_TO_PACKAGES)}")
+        if not isinstance(self.trainer_args, dict):
+            raise ConfigError(f"train.trainer_args: expected a map of TrainingArguments fields, "
+                              f"got {self.trainer_args!r}")
+        if self.trainer_args:
+            _check_trainer_args(self.trainer_args)
+
+
+# The logging integrations train.report_to accepts, and the modules each needs (any one of them).
+REPORT_TO_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "mlflow": ("mlflow",)}
+
+
+def _check_trainer_args(args: dict[str, Any]) -> None:
+    """Check names and values of ``train.trainer_args`` as ``HfArgumentParser(TrainingArguments)``
+    reads them from a command line, then build TrainingArguments from them (its own checks)."""
+    import argparse
+    import tempfile
+
+    from transformers import HfArgumentParser, TrainingArguments
+
+    parser = HfArgumentParser(TrainingArguments)
+    actions = {a.dest: a for a in parser._actions}
+    for name, value in args.items():
+        key = f"train.trainer_args.{name}"
+        action = actions.get(name)
+        if action is None or not name.isidentifier():
+            raise ConfigError(f"{key}: not a transformers TrainingArguments field")
+        if isinstance(value, (dict, list)) or value is None or action.type is None:
+            continue  # maps and lists are the field's own business: TrainingArguments checks them below
+        try:
+            parsed = action.type(str(value).lower() if isinstance(value, bool) else str(value))
+        except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
+            raise ConfigError(f"{key}: bad value {value!r} ({exc})") from exc
+        if action.choices and parsed not in action.choices:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, action.choices))}")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            TrainingArguments(output_dir=tmp, report_to="none", **args)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"train.trainer_args ({', '.join(args)}): {exc}") from exc
 
 
 @dataclass

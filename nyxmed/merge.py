@@ -20,12 +20,14 @@ from typing import Any
 
 import torch
 
+from nyxmed.codes import icd10cm
+from nyxmed.errors import VerificationError
 from nyxmed.io import atomic_dir, sha256_file, utc_now, write_json
+from nyxmed.provenance import base_fingerprint
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "merge_manifest.json"
-FINGERPRINT_SAMPLE = 1 << 20  # bytes read from each end of every weight file
 
 # Logit tolerance per dtype, relative to max(1, max |reference logit|). Merging rounds W + s*B@A once
 # into the storage dtype, while the unmerged model adds the LoRA path in the activations; the gap
@@ -53,7 +55,7 @@ class MergeError(RuntimeError):
     """The merge cannot run (bad inputs); raised before any heavy work."""
 
 
-class BaseMismatchError(MergeError):
+class BaseMismatchError(MergeError, VerificationError):
     """The adapter was trained on a different base than the one given."""
 
 
@@ -79,29 +81,6 @@ class Verification:
 
 
 # ----------------------------------------------------------------------------- identities
-def base_fingerprint(base_dir: str | os.PathLike) -> str:
-    """A cheap identity of a local base folder: config.json, and per weight file its name, size,
-    safetensors header and the first and last MiB of data (tells Llama-3-70B from -Instruct without
-    reading 140 GB)."""
-    base_dir = Path(base_dir)
-    h = hashlib.sha256()
-    config = base_dir / "config.json"
-    if not config.is_file():
-        raise MergeError(f"{base_dir}: no config.json (not a transformers model folder)")
-    h.update(config.read_bytes())
-    weights = sorted(base_dir.glob("*.safetensors")) or sorted(base_dir.glob("*.bin"))
-    if not weights:
-        raise MergeError(f"{base_dir}: no *.safetensors or *.bin weight files")
-    for w in weights:
-        size = w.stat().st_size
-        h.update(f"{w.name}\0{size}\0".encode())
-        with open(w, "rb") as fh:
-            h.update(fh.read(FINGERPRINT_SAMPLE))
-            fh.seek(max(0, size - FINGERPRINT_SAMPLE))
-            h.update(fh.read(FINGERPRINT_SAMPLE))
-    return "sha256:" + h.hexdigest()
-
-
 def adapter_checksum(adapter_dir: str | os.PathLike) -> str:
     """sha256 over the adapter's weights and config (what defines the adapter)."""
     adapter_dir = Path(adapter_dir)
@@ -157,9 +136,9 @@ def _recorded_base(adapter_dir: Path) -> tuple[str | None, str | None, str | Non
         raise MergeError(f"{adapter_dir}: missing adapter_config.json (not a PEFT adapter folder)")
     cfg = json.loads(cfg_path.read_text())
     fingerprint = cfg.get("base_model_fingerprint")
-    metrics = adapter_dir / "training_metrics.json"
-    if fingerprint is None and metrics.is_file():
-        fingerprint = json.loads(metrics.read_text()).get("base_model_fingerprint")
+    for meta in (adapter_dir / "training_metrics.json", adapter_dir / "frozen.json"):  # a run, or frozen/epoch-N
+        if fingerprint is None and meta.is_file():
+            fingerprint = json.loads(meta.read_text()).get("base_model_fingerprint")
     return cfg.get("base_model_name_or_path"), cfg.get("revision"), fingerprint
 
 
@@ -179,6 +158,8 @@ def check_adapter_base(adapter_dir: str | os.PathLike, base: BaseRef) -> None:
                 f"{where}: adapter was trained on base fingerprint {fingerprint} ({name!r}), "
                 f"but --base {base.given!r} has fingerprint {base.fingerprint}")
         return
+    log.warning("%s: no base_model_fingerprint recorded (adapter trained before nyxmed recorded it); "
+                "checking the base by name only", adapter_dir)
     if not name:
         raise BaseMismatchError(f"{where}: base_model_name_or_path is empty; cannot check the base")
     same = name == base.given or (base.repo_id is not None and name == base.repo_id)
@@ -370,6 +351,7 @@ def merge_adapter(base: str, adapter: str | os.PathLike, out: str | os.PathLike,
         "base": {"given": base_ref.given, "local_dir": str(base_ref.local_dir), "repo_id": base_ref.repo_id,
                  "revision": base_ref.revision, "fingerprint": base_ref.fingerprint},
         "adapter": {"path": str(adapter.resolve()), "checksum": adapter_sum},
+        "icd10cm_release": icd10cm.release_name(),
         "dtype": dtype,
         "max_shard_size": max_shard_size,
         "verification": {**check.__dict__, "mismatched_probes": list(check.mismatched_probes), "ok": check.ok,

@@ -68,6 +68,8 @@ def test_demo_curve_reports_a_scored_curve(tmp_path):
         for key in ("cpt_exact", "icd_root_overlap", "parse_failure_rate"):
             assert 0.0 <= point[key] <= 1.0
     assert all(p["answer_loss"] > 0 for p in result["curve"][1:])
+    assert all(p["eval_loss"] > 0 for p in result["curve"][1:])  # the Trainer evaluated at each point
+    assert [p["train_seconds"] for p in result["curve"]] == sorted(p["train_seconds"] for p in result["curve"])
     assert result["pretrain"]["loss_last20"] < result["pretrain"]["loss_first"]
     assert result["train_tokens_per_second"] > 0
 

@@ -181,3 +181,39 @@ def test_malformed_yaml_file_names_the_file(tmp_path):
     path = _yaml(tmp_path, "train:\n  epochs: [1,\n")
     with pytest.raises(ConfigError, match=f"{path}: not valid YAML"):
         load_recipe(path)
+
+
+def test_lora_to_peft_is_the_config_training_built():
+    from peft import LoraConfig
+
+    lora = config.LoraSettings(r=8, alpha=16, dropout=0.1, target_modules=["q_proj", "v_proj"])
+    built = lora.to_peft()
+    before = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.1, target_modules=["q_proj", "v_proj"], bias="none",
+                        task_type="CAUSAL_LM")
+    assert built.to_dict() == before.to_dict()
+    assert lora.to_peft(init_lora_weights=False).init_lora_weights is False
+
+
+def test_report_to_names_are_checked_at_load():
+    assert TrainConfig().report_to == ["tensorboard"]
+    assert load_recipe(None, ["train.report_to=[wandb, mlflow]"]).train.report_to == ["wandb", "mlflow"]
+    with pytest.raises(ConfigError, match=r"train.report_to: 'neptune' is not one of tensorboard, wandb, mlflow"):
+        load_recipe(None, ["train.report_to=[neptune]"])
+
+
+@pytest.mark.parametrize("value, message", [
+    ("{nope: 1}", r"train.trainer_args.nope: not a transformers TrainingArguments field"),
+    ("{logging_first_step: maybe}", r"train.trainer_args.logging_first_step: bad value 'maybe'"),
+    ("{save_strategy: weekly}", r"train.trainer_args.save_strategy: 'weekly' is not one of no, steps"),
+    ("{dataloader_prefetch_factor: x}", r"train.trainer_args.dataloader_prefetch_factor: bad value 'x'"),
+    ("{hub_strategy: nightly}", r"train.trainer_args.hub_strategy: 'nightly' is not one of end, every_save"),
+    ("3", r"train.trainer_args: expected a map"),
+])
+def test_trainer_args_are_checked_as_training_arguments(value, message):
+    with pytest.raises(ConfigError, match=message):
+        load_recipe(None, [f"train.trainer_args={value}"])
+
+
+def test_trainer_args_pass_valid_fields_through():
+    train = load_recipe(None, ["train.trainer_args={logging_first_step: true, lr_scheduler_kwargs: {min_lr: 0.0}}"]).train
+    assert train.trainer_args == {"logging_first_step": True, "lr_scheduler_kwargs": {"min_lr": 0.0}}

@@ -160,3 +160,41 @@ def test_bad_inputs_name_the_problem(tmp_path, tiny_base_dir, tiny_adapter_dir):
         merge_adapter(str(tiny_base_dir), tiny_adapter_dir, tmp_path / "o2", probes=probes)
     with pytest.raises(MergeError, match="not a PEFT adapter"):
         merge_adapter(str(tiny_base_dir), tmp_path, tmp_path / "o3")
+
+
+def test_training_records_the_base_fingerprint_and_merge_refuses_another_base(tmp_path, tiny_tokenizer,
+                                                                               tiny_base_dir):
+    """A tiny in-process training run writes the base fingerprint and the ICD-10-CM release; the
+    merge accepts that base, records the release, and refuses a base with other weights."""
+    from training_data import build_dataset
+
+    from nyxmed.codes import icd10cm
+    from nyxmed.config import load_recipe
+    from nyxmed.errors import VerificationError
+    from nyxmed.tiny import build_tiny_model, save_base
+    from nyxmed.training import train
+
+    data = build_dataset(tiny_tokenizer, tmp_path / "data")
+    out = tmp_path / "run"
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "configs/tiny.yaml", [
+        f"model.base_model={tiny_base_dir}", f"train.dataset_dir={data}", f"train.output_dir={out}",
+        "train.max_steps=2", "train.eval_steps=2", "train.save_steps=2"])
+    train(recipe)
+    metrics = json.loads((out / "training_metrics.json").read_text())
+    assert metrics["base_model_fingerprint"] == base_fingerprint(tiny_base_dir)
+    assert metrics["icd10cm_release"] == icd10cm.release_name()
+
+    manifest = merge_adapter(str(tiny_base_dir), out, tmp_path / "merged", dtype="float32", max_new_tokens=4)
+    assert manifest["icd10cm_release"] == icd10cm.release_name()
+    # Same config and tokenizer, other weights: refused before loading, both fingerprints named.
+    other = save_base(build_tiny_model(tiny_tokenizer, seed=5), tiny_tokenizer, tmp_path / "other")
+    with pytest.raises(VerificationError) as err:
+        merge_adapter(str(other), out, tmp_path / "merged2")
+    assert metrics["base_model_fingerprint"] in str(err.value) and base_fingerprint(other) in str(err.value)
+    assert not (tmp_path / "merged2").exists()
+
+
+def test_no_recorded_fingerprint_warns_and_checks_by_name(tiny_base_dir, tiny_adapter_dir, caplog):
+    with caplog.at_level("WARNING", logger="nyxmed.merge"):
+        check_adapter_base(tiny_adapter_dir, resolve_base(str(tiny_base_dir)))
+    assert "no base_model_fingerprint recorded" in caplog.text

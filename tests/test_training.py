@@ -248,6 +248,7 @@ def test_single_process_run_without_deepspeed(tiny_base_dir, data_dir, tmp_path)
         folder = out / "frozen" / f"epoch-{epoch}"
         frozen = json.loads((folder / "frozen.json").read_text())
         assert (frozen["epoch"], frozen["step"]) == (epoch, step)
+        assert frozen["base_model_fingerprint"] == metrics["base_model_fingerprint"]  # merge checks frozen ones too
         assert frozen["eval_loss"] == next(p["eval_loss"] for p in metrics["eval_loss_curve"] if p["step"] == step)
         for name, digest in frozen["sha256"].items():
             assert sha256_file(folder / name) == digest
@@ -344,3 +345,21 @@ def test_early_stopping_ignores_the_final_re_measure():
     assert early.early_stopping_patience_counter == 0 and not control.should_training_stop
     early.on_evaluate(args, state, control, {"eval_loss": 1.2})  # worse than the best: patience 1 runs out
     assert control.should_training_stop and early.stopped
+
+
+def test_trainer_args_reach_training_arguments_and_owned_fields_are_refused(tmp_path, monkeypatch):
+    from nyxmed.config import ConfigError
+    from nyxmed.training import run
+
+    recipe = load_recipe(ROOT / "configs/tiny.yaml", ["train.trainer_args={logging_first_step: true}",
+                                                      "train.report_to=[]"])
+    args = run.training_arguments(recipe, tmp_path)
+    assert args.logging_first_step is True and args.report_to == []
+    assert run.training_arguments(load_recipe(ROOT / "configs/tiny.yaml"), tmp_path).report_to == ["tensorboard"]
+    with pytest.raises(ConfigError, match=r"train.trainer_args.learning_rate: set by nyxmed"):
+        run.training_arguments(load_recipe(ROOT / "configs/tiny.yaml", ["train.trainer_args={learning_rate: 0.1}"]),
+                               tmp_path)
+    real_find_spec = run.importlib.util.find_spec
+    monkeypatch.setattr(run.importlib.util, "find_spec", lambda m: None if m == "wandb" else real_find_spec(m))
+    with pytest.raises(ConfigError, match=r"train.report_to: 'wandb' needs the wandb package"):
+        run.training_arguments(load_recipe(ROOT / "configs/tiny.yaml", ["train.report_to=[wandb]"]), tmp_path)

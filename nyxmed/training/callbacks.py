@@ -1,4 +1,4 @@
-"""Trainer callbacks: checkpoint commit markers, frozen per-epoch adapters, run statistics."""
+"""Trainer callbacks: checkpoint commit markers, frozen per-epoch adapters, run statistics, learning curves."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import resource
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback
@@ -46,11 +46,12 @@ class FrozenEpochCallback(TrainerCallback):
     """
 
     def __init__(self, trainer: Trainer, frozen_dir: str | Path, expected: dict[str, tuple[int, ...]],
-                 evaluate: bool = True):
+                 evaluate: bool = True, provenance: dict[str, Any] | None = None):
         self.trainer = trainer
         self.evaluate = evaluate
         self.frozen_dir = Path(frozen_dir)
         self.expected = expected
+        self.provenance = provenance or {}  # written into frozen.json (the merge checks the base fingerprint)
         self.pending: int | None = None
 
     def on_epoch_end(self, args, state, control, **kwargs):
@@ -74,7 +75,7 @@ class FrozenEpochCallback(TrainerCallback):
             self._export(epoch, state, (metrics or {}).get("eval_loss"))
 
     def _export(self, epoch: int, state, eval_loss: float | None) -> None:
-        meta = {"epoch": epoch, "step": state.global_step, "eval_loss": eval_loss}
+        meta = {"epoch": epoch, "step": state.global_step, "eval_loss": eval_loss, **self.provenance}
         artifacts.export_adapter(lambda d: self.trainer.save_model(str(d)), self.frozen_dir / f"epoch-{epoch}",
                                  self.expected, meta, state.is_world_process_zero, meta_name="frozen.json")
 
@@ -116,3 +117,45 @@ class RunStatsCallback(TrainerCallback):
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         # ru_maxrss is KiB on Linux, bytes on macOS.
         return {"kind": "cpu_max_rss", "bytes": rss if sys.platform == "darwin" else rss * 1024}
+
+
+class LearningCurveCallback(TrainerCallback):
+    """Every ``every`` optimizer steps (and at the start and the last step) evaluate, run ``measure()``
+    (e.g. benchmark generation and metrics) and record a point of :attr:`curve`: step, training
+    seconds without the evaluations, mean logged train loss since the last point, eval loss, and
+    ``measure()``'s values. Single process (the measure runs where the callback does)."""
+
+    def __init__(self, every: int, measure: Callable[[], dict[str, Any]],
+                 on_point: Callable[[dict[str, Any]], None] | None = None):
+        if every < 1:
+            raise ValueError(f"every: expected a step count >= 1, got {every}")
+        self.every, self.measure, self.on_point = every, measure, on_point
+        self.curve: list[dict[str, Any]] = []
+        self._started = self._paused = self._excluded = 0.0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._record({"step": state.global_step, "train_seconds": 0.0})
+        self._started, self._excluded = time.perf_counter(), 0.0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.every == 0 or state.global_step >= state.max_steps:
+            control.should_evaluate = True
+            self._paused = time.perf_counter()
+        return control
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if not self._paused or "eval_loss" not in (metrics or {}):  # not ours (e.g. the final re-measure)
+            return
+        since = self.curve[-1]["step"]
+        losses = [r["loss"] for r in state.log_history if "loss" in r and since < r["step"] <= state.global_step]
+        self._record({"step": state.global_step,
+                      "train_seconds": round(self._paused - self._started - self._excluded, 1),
+                      "answer_loss": round(sum(losses) / len(losses), 3) if losses else None,
+                      "eval_loss": round(metrics["eval_loss"], 4)})
+        self._excluded += time.perf_counter() - self._paused
+        self._paused = 0.0
+
+    def _record(self, point: dict[str, Any]) -> None:
+        self.curve.append({**point, **self.measure()})
+        if self.on_point:
+            self.on_point(self.curve[-1])

@@ -23,7 +23,8 @@ from nyxmed.config import Recipe
 from nyxmed.prompts import chat_messages
 from nyxmed.training import artifacts
 from nyxmed.training.callbacks import CheckpointCommitCallback, FrozenEpochCallback, RunStatsCallback
-from nyxmed.training.run import METRICS_FILE, TrainResult, _env, common_arguments, finish_run, start_run
+from nyxmed.training.run import (METRICS_FILE, TrainResult, _env, common_arguments, finish_run, start_run,
+                                 run_provenance, with_passthrough)
 
 PROMPT_COLUMNS = ("system", "user", "answer")
 # grpo: fields that GRPOConfig takes under the same name (the vLLM ones only when vLLM is on)
@@ -40,12 +41,12 @@ def grpo_arguments(recipe: Recipe, checkpoint_dir: Path):
     if g.vllm_mode not in ("colocate", "server"):
         raise cfgmod.ConfigError(f"grpo.vllm_mode: expected colocate or server, got {g.vllm_mode!r}")
     names = _PASSED + (_VLLM if g.use_vllm else ())
-    return GRPOConfig(
+    return GRPOConfig(**with_passthrough(recipe, dict(
         **common_arguments(recipe, checkpoint_dir),
         eval_strategy="no",  # no eval loss in RL; the benchmark (bench/grpo_gain.py) measures the stage
         reward_weights=list(rewards.component_weights(g.rewards).values()),
         **{name: getattr(g, name) for name in names},
-    )
+    )))
 
 
 def load_prompts(recipe: Recipe) -> Dataset:
@@ -114,6 +115,7 @@ def train_grpo(recipe: Recipe) -> TrainResult:
     set_seed(t.seed)
     zero3 = args.deepspeed_plugin is not None and args.deepspeed_plugin.zero_stage == 3
     model, peft_config = load_policy(recipe, zero3)
+    provenance = run_provenance(recipe)
     stats = RunStatsCallback()
     with _env("TENSORBOARD_LOGGING_DIR", str(out / "logs")):
         trainer = GRPOTrainer(model=model, reward_funcs=rewards.reward_functions(recipe.grpo.rewards), args=args,
@@ -121,7 +123,8 @@ def train_grpo(recipe: Recipe) -> TrainResult:
                               callbacks=[stats])
         expected = artifacts.expected_adapter_shapes(trainer.model)
         trainer.add_callback(CheckpointCommitCallback(trainer))
-        trainer.add_callback(FrozenEpochCallback(trainer, out / "frozen", expected, evaluate=False))
+        trainer.add_callback(FrozenEpochCallback(trainer, out / "frozen", expected, evaluate=False,
+                                                 provenance=provenance))
         trainer.train(resume_from_checkpoint=resume_from)
 
     state = trainer.state
@@ -145,6 +148,7 @@ def train_grpo(recipe: Recipe) -> TrainResult:
         "dataset": {"dir": str(t.dataset_dir), "split": recipe.grpo.split, "prompts": len(prompts),
                     "manifest_sha256": artifacts.file_sha256_or_none(Path(t.dataset_dir).parent / "manifest.json")},
         "git": artifacts.git_commit(),
+        **provenance,
         "log_history": state.log_history,
     }
     frozen = finish_run(trainer, out, expected, metrics, is_writer)

@@ -7,17 +7,20 @@ the collective saves run everywhere and only the main process writes files.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-from peft import LoraConfig, get_peft_model
+from peft import get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments, set_seed
 
 from nyxmed import config as cfgmod
+from nyxmed.codes import icd10cm
 from nyxmed.config import Recipe
+from nyxmed.provenance import base_fingerprint, local_model_dir
 from nyxmed.training.kernels import apply_liger
 from nyxmed.training.packing import PackingCollator, check_packing_supported
 from nyxmed.io import read_json, sha256_file, write_json
@@ -96,17 +99,45 @@ def common_arguments(recipe: Recipe, checkpoint_dir: Path) -> dict[str, Any]:
         deepspeed=deepspeed,
         accelerator_config=accelerator_config,
         dataloader_pin_memory=torch.cuda.is_available(),
-        report_to=["tensorboard"],
+        report_to=list(t.report_to) or "none",
         remove_unused_columns=False,  # SFT keeps `weight` (token_weights), GRPO the gold `answer`
         restore_callback_states_from_checkpoint=True,  # early-stopping patience survives a resume
         dataloader_num_workers=t.dataloader_num_workers,
     )
 
 
+def with_passthrough(recipe: Recipe, owned: dict[str, Any]) -> dict[str, Any]:
+    """``owned`` (the arguments nyxmed sets) plus ``train.trainer_args``; a passed-through name that
+    nyxmed sets, or a ``train.report_to`` integration that is not installed, is a ConfigError."""
+    t = recipe.train
+    clash = sorted(set(t.trainer_args) & set(owned))
+    if clash:
+        raise cfgmod.ConfigError(f"train.trainer_args.{clash[0]}: set by nyxmed itself (from the train section; "
+                                 f"see docs/training.md), so it cannot be passed through")
+    check_report_to(t.report_to)
+    return {**owned, **t.trainer_args}
+
+
+def run_provenance(recipe: Recipe) -> dict[str, Any]:
+    """What an adapter records of its inputs; ``nyxmed merge`` checks the base fingerprint, so the
+    adapter goes into exactly the base it was trained on."""
+    return {"base_model_fingerprint": base_fingerprint(local_model_dir(recipe.model.base_model)),
+            "icd10cm_release": icd10cm.release_name()}
+
+
+def check_report_to(report_to: list[str]) -> None:
+    """Raise :class:`ConfigError` naming ``train.report_to`` when an integration's package is missing."""
+    for name in report_to:
+        if not any(importlib.util.find_spec(m) for m in cfgmod.REPORT_TO_PACKAGES[name]):
+            raise cfgmod.ConfigError(f"train.report_to: {name!r} needs the {cfgmod.REPORT_TO_PACKAGES[name][0]} "
+                                     f"package, which is not installed (pip install "
+                                     f"{cfgmod.REPORT_TO_PACKAGES[name][0]}, or drop it from train.report_to)")
+
+
 def training_arguments(recipe: Recipe, checkpoint_dir: Path) -> TrainingArguments:
     """TrainingArguments for ``recipe``. Build them before loading the model: under ZeRO-3 they make
     ``from_pretrained`` partition the weights as it loads (a 70B model never sits whole on one rank)."""
-    return TrainingArguments(
+    return TrainingArguments(**with_passthrough(recipe, dict(
         **common_arguments(recipe, checkpoint_dir),
         per_device_eval_batch_size=recipe.train.eval_batch_size,
         eval_strategy="steps",
@@ -116,7 +147,7 @@ def training_arguments(recipe: Recipe, checkpoint_dir: Path) -> TrainingArgument
         greater_is_better=False,
         prediction_loss_only=True,
         include_num_input_tokens_seen="non_padding",
-    )
+    )))
 
 
 def _cpu_deepspeed_state() -> dict[str, Any]:
@@ -141,9 +172,13 @@ def load_lora_model(recipe: Recipe) -> torch.nn.Module:
         raise cfgmod.ConfigError(f"model.dtype: {m.dtype!r} is not a torch dtype")
     model = AutoModelForCausalLM.from_pretrained(m.base_model, dtype=dtype, attn_implementation=m.attn_implementation)
     model.config.use_cache = False  # no KV cache while training (and gradient checkpointing refuses one)
-    peft_config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                             target_modules=list(lora.target_modules), bias="none", task_type="CAUSAL_LM")
-    return get_peft_model(model, peft_config)
+    return get_peft_model(model, lora.to_peft())
+
+
+def make_collator(t: cfgmod.TrainConfig, pad_token_id: int) -> PackingCollator | PaddedCollator:
+    """The batch collator ``train`` selects: packed rows with ``train.packing``, else padded ones."""
+    return (PackingCollator(pad_token_id, max_tokens=t.packing_max_tokens) if t.packing
+            else PaddedCollator(pad_token_id))
 
 
 def resume_point(recipe: Recipe, checkpoint_dir: Path, is_writer: bool) -> str | None:
@@ -245,9 +280,9 @@ def train(recipe: Recipe) -> TrainResult:
     apply_liger(model, t)
     if t.packing:
         check_packing_supported(model)
-    collator = (PackingCollator(tokenizer.pad_token_id, max_tokens=t.packing_max_tokens) if t.packing
-                else PaddedCollator(tokenizer.pad_token_id))
+    collator = make_collator(t, tokenizer.pad_token_id)
     expected = artifacts.expected_adapter_shapes(model)
+    provenance = run_provenance(recipe)
 
     early = StopRecordingEarlyStopping(t.early_stopping_patience, t.early_stopping_threshold)
     stats = RunStatsCallback()
@@ -256,7 +291,7 @@ def train(recipe: Recipe) -> TrainResult:
                                       data_collator=collator,
                                       processing_class=tokenizer, callbacks=[early, stats])
         trainer.add_callback(CheckpointCommitCallback(trainer))
-        trainer.add_callback(FrozenEpochCallback(trainer, out / "frozen", expected))
+        trainer.add_callback(FrozenEpochCallback(trainer, out / "frozen", expected, provenance=provenance))
         tokens_before = 0
         if resume_from:
             tokens_before = read_json(Path(resume_from) / "trainer_state.json").get("num_input_tokens_seen", 0)
@@ -298,6 +333,7 @@ def train(recipe: Recipe) -> TrainResult:
                            "counter": early.early_stopping_patience_counter},
         "dataset": {"dir": str(t.dataset_dir), "train_rows": len(train_ds), "validation_rows": len(val_ds),
                     "manifest_sha256": artifacts.file_sha256_or_none(Path(t.dataset_dir).parent / "manifest.json")},
+        **provenance,
         "git": artifacts.git_commit(),
         "log_history": state.log_history,
     }
