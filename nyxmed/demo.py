@@ -13,7 +13,6 @@ import json
 import os
 import random
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from rich.table import Table
 
 from nyxmed import config as cfgmod
 from nyxmed.config import DemoConfig, EvalConfig
-from nyxmed.io import write_atomic
+from nyxmed.io import fresh_output_dir, write_atomic
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 FLOORS = {"cpt_exact": 0.6, "icd_root_overlap": 0.5}  # what the trained adapter must reach (issue 7)
@@ -284,9 +283,7 @@ class Demo:
 
     def run(self) -> dict[str, Any]:
         started = time.time()
-        if self.out.exists():
-            shutil.rmtree(self.out)
-        self.out.mkdir(parents=True)
+        fresh_output_dir(self.out)
         cases = self.cases()
         self.base(cases)
         self.dataset(cases)

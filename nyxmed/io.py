@@ -131,3 +131,24 @@ def markdown_table(header: Sequence[Any], rows: Iterable[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+OWNED_MARKER = ".nyxmed-output"  # in every output folder nyxmed may later replace whole
+
+
+def fresh_output_dir(path: str | os.PathLike) -> Path:
+    """An empty folder at ``path`` that nyxmed owns; an earlier one it wrote (with :data:`OWNED_MARKER`) is
+    replaced, an empty one is taken, anything else is refused with OutputConflict and left untouched."""
+    from nyxmed.errors import OutputConflict
+
+    path = Path(path)
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise OutputConflict(f"{path}: exists and is not a folder; choose another output folder")
+    if path.is_dir() and any(path.iterdir()):
+        if not (path / OWNED_MARKER).is_file():
+            raise OutputConflict(f"{path}: exists, is not empty and was not written by nyxmed (no {OWNED_MARKER}); "
+                                 f"not replacing it: choose another output folder or remove it yourself")
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / OWNED_MARKER).write_text("written by nyxmed; the next run into this folder replaces it\n")
+    return path
