@@ -104,3 +104,18 @@ def test_grpo_gain_reports_before_after_and_paired_cis(tmp_path, tiny_tokenizer,
         lo, hi = result["ci95_difference"][m]
         assert 0 <= result["before"][m] <= 1 and 0 <= result["after"][m] <= 1 and -1 <= lo <= hi <= 1, m
     assert [p["step"] for p in result["reward_curve"]["reward"]] == [1, 2] and result["seconds_per_step"] > 0
+
+
+def test_code_throughput_reports_retrieval_and_generation_apart():
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    bench = BENCH.parent / "code_throughput.py"
+    proc = subprocess.run([sys.executable, str(bench), "--reports", "6", "--pool", "200", "--batch-size", "3",
+                           "--max-new-tokens", "8"], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["reports"] == result["coded"] + result["uncoded"] == 6
+    assert result["settings"]["pool_size"] < 200  # the pool is the train split of the built cases
+    parts = result["retrieval_prompt"]["seconds"] + result["generation"]["seconds"]
+    assert parts == pytest.approx(result["total"]["seconds"], abs=2e-3)
+    assert all(result[k]["reports_per_s"] > 0 for k in ("retrieval_prompt", "generation", "total"))
+    assert result["prompt_tokens_mean"] > 100  # few-shot examples and candidates, not a bare report
