@@ -303,6 +303,7 @@ class DemoConfig:
     eval_batch_size: int = 16
     eval_max_new_tokens: int = 32  # the longest synthetic code line is ~25 tokens
     version: str = "v1"
+    new_reports: int = 5  # coded with the production release at the end (another seed: none in the pool)
     overrides: list[str] = field(default_factory=list)  # extra key=value for the recipe
 
 

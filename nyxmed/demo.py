@@ -281,6 +281,38 @@ class Demo:
             self.artifacts["release registry"] = self.out / "registry"
             self.artifacts["model card"] = staged[-1].folder / "README.md"
 
+    def code_new_reports(self) -> list[dict[str, Any]]:
+        """Code reports the release never saw (another seed) with the production release: its adapter and
+        the preprocessor its training prompts were made with, as `nyxmed code --release` does."""
+        from transformers import AutoTokenizer
+
+        from nyxmed.coder import Coder, release_parts
+        from nyxmed.generation import TransformersGenerator
+        from nyxmed.preprocessor import Preprocessor
+        from nyxmed.releases import LocalRegistry
+        from nyxmed.synth import generate_cases
+
+        with self.step("7. code new reports with the production release"):
+            parts = release_parts(LocalRegistry(self.out / "registry"))
+            tokenizer = AutoTokenizer.from_pretrained(parts.folder)
+            pre = Preprocessor.load(parts.preprocessor, tokenizer)
+            gen = TransformersGenerator.from_pretrained(str(self.out / "base"), str(parts.folder), "float32", "cpu",
+                                                        batch_size=self.cfg.eval_batch_size,
+                                                        max_new_tokens=self.cfg.eval_max_new_tokens)
+            reports = [replace(c, id=f"new-{i + 1}") for i, c in
+                       enumerate(generate_cases(self.cfg.new_reports, self.cfg.seed + 2))]
+            coded, _ = Coder(pre, gen, parts.version, parts.adapter_sha256).code(reports)
+            gold = {r.id: r for r in reports}
+            table = Table("report", "predicted", "gold", "invalid codes",
+                          title=f"new reports coded by release {parts.version} (preprocessor {pre.id[:12]})")
+            for c in coded:
+                table.add_row(gold[c.id].report_text[:60].replace("\n", " ") + "...", c.code_line,
+                              gold[c.id].codes.render(), " ".join(c.invalid_codes) or "-")
+            self.console.print(table)
+            write_atomic(self.out / "coded_new_reports.jsonl", "".join(json.dumps(c.to_dict()) + "\n" for c in coded))
+            self.artifacts["coded new reports"] = self.out / "coded_new_reports.jsonl"
+            return [c.to_dict() for c in coded]
+
     def run(self) -> dict[str, Any]:
         started = time.time()
         fresh_output_dir(self.out)
@@ -290,7 +322,8 @@ class Demo:
         self.train()
         metrics = self.evaluate()
         self.merge_and_release()
-        self.console.rule("[bold]7. artifacts")
+        self.code_new_reports()
+        self.console.rule("[bold]8. artifacts")
         table = Table("artifact", "path", title=f"everything is under {self.out}")
         for name, path in self.artifacts.items():
             table.add_row(name, str(path))

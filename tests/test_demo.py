@@ -188,3 +188,19 @@ def test_demo_config_overrides_split_between_demo_fields_and_the_recipe(tmp_path
     assert recipe.train.learning_rate == 0.01 and recipe.lora.r == 16
     with pytest.raises(ConfigError, match="pretrain_stepz"):
         load_demo_config(None, ["pretrain_stepz=3"])
+
+
+def test_the_demo_codes_new_reports_with_the_production_release(demo):
+    from nyxmed.preprocessor import verify
+    from nyxmed.releases import LocalRegistry
+
+    d, _ = demo
+    registry = LocalRegistry(d.out / "registry")
+    release = registry.release(registry.production())
+    coded = [json.loads(line) for line in (d.out / "coded_new_reports.jsonl").read_text().splitlines()]
+    assert [c["id"] for c in coded] == [f"new-{i + 1}" for i in range(d.cfg.new_reports)]
+    assert release["preprocessor"] == {"id": verify(d.out / "data" / "preprocessor")["preprocessor_id"],
+                                       "complete": True}
+    assert {c["preprocessor_id"] for c in coded} == {release["preprocessor"]["id"]}
+    assert {c["version"] for c in coded} == {d.cfg.version}
+    assert sum(bool(c["cpt"]) and bool(c["icd"]) for c in coded) >= d.cfg.new_reports - 1  # a trained coder
