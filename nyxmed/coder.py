@@ -16,6 +16,7 @@ from nyxmed.codeline import parse
 from nyxmed.codes import cpt as cpt_codes
 from nyxmed.errors import NotFound, UsageError, VerificationError
 from nyxmed.generation import Chat, Generator
+from nyxmed.io import sha256_file
 from nyxmed.releases.staging import PREPROCESSOR_DIR
 from nyxmed.training.artifacts import ADAPTER_WEIGHTS
 
@@ -93,6 +94,7 @@ class ReleaseParts:
     """What codes for a release: its version, model folder (adapter or merged), preprocessor and base."""
 
     version: str
+    kind: str  # adapter | frozen | merged
     folder: Path
     preprocessor: Path | None  # None: published without it (a Hub release by default)
     preprocessor_id: str | None
@@ -114,7 +116,7 @@ def release_parts(registry: Any, version: str | None = None) -> ReleaseParts:
     pre = release.get("preprocessor") or {}
     pre_dir = folder / PREPROCESSOR_DIR if pre.get("complete") else None
     weights = release["files"].get(ADAPTER_WEIGHTS, {}).get("sha256")
-    return ReleaseParts(version, folder, pre_dir, pre.get("id"), release.get("base_model"), weights)
+    return ReleaseParts(version, release["kind"], folder, pre_dir, pre.get("id"), release.get("base_model"), weights)
 
 
 def check_preprocessor(preprocessor: Any, parts: ReleaseParts) -> None:
@@ -132,3 +134,44 @@ def missing_preprocessor(parts: ReleaseParts) -> NotFound:
                     f"{(parts.preprocessor_id or '?')[:12]}): its retrieval pool holds training reports and is not "
                     f"published by default; pass --preprocessor DIR with the <data.out_dir>/preprocessor it was built "
                     f"with")
+
+
+def load_coder(*, model: str | None = None, adapter: str | None = None, preprocessor: str | None = None,
+               release: str | None = None, version: str | None = None, backend: str = "transformers",
+               endpoint: str | None = None, batch_size: int = 4, max_new_tokens: int = 64, dtype: str = "auto",
+               device: str = "auto", api_key_env: str = "OPENAI_API_KEY",
+               cpt_table: cpt_codes.CptTable | None = None) -> Coder:
+    """A Coder from a local release registry (``release``: its production version, or ``version``) or from
+    explicit ``model`` / ``adapter`` / ``preprocessor``. With ``backend="openai"`` ``model`` is the served
+    name of the release's merged model on ``endpoint``; the preprocessor still comes from the release."""
+    from transformers import AutoTokenizer
+
+    from nyxmed.generation import build_generator
+    from nyxmed.preprocessor import Preprocessor
+    from nyxmed.releases import LocalRegistry
+
+    parts = None
+    if release is not None:
+        parts = release_parts(LocalRegistry(release), version)
+        if parts.kind == "merged":
+            model = model or str(parts.folder)
+        else:
+            adapter = adapter or (None if backend == "openai" else str(parts.folder))
+            model = model or parts.base_model
+        preprocessor = preprocessor or (str(parts.preprocessor) if parts.preprocessor else None)
+        if preprocessor is None:
+            raise missing_preprocessor(parts)
+    if not model:
+        raise UsageError("give --model (the base the adapter was trained on, or a merged model), or --release")
+    if not preprocessor:
+        raise UsageError("give --preprocessor (<data.out_dir>/preprocessor of the dataset the adapter was trained "
+                         "on), or --release")
+    tokenizer_from = str(parts.folder) if parts else (adapter or model)
+    pre = Preprocessor.load(preprocessor, AutoTokenizer.from_pretrained(tokenizer_from))
+    if parts is not None:
+        check_preprocessor(pre, parts)
+    generator = build_generator(backend, model, adapter, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                dtype=dtype, device=device, endpoint=endpoint, api_key_env=api_key_env)
+    weights = Path(adapter) / ADAPTER_WEIGHTS if adapter else None
+    adapter_sha256 = parts.adapter_sha256 if parts else (sha256_file(weights) if weights and weights.is_file() else None)
+    return Coder(pre, generator, parts.version if parts else None, adapter_sha256, cpt_table)

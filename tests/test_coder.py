@@ -119,6 +119,19 @@ def test_rollback_codes_with_the_earlier_release_preprocessor(tmp_path, tiny_tok
     assert made == [(p.system, p.user) for p in v1.prompts(new_reports)]
     assert made != [(p.system, p.user) for p in v2.prompts(new_reports)]  # n_shots 1 vs 3
 
+    from nyxmed.coder import load_coder
+    from nyxmed.errors import NotFound
+
+    coder = load_coder(release=str(registry.root), dtype="float32", device="cpu", max_new_tokens=4)
+    assert coder.describe()["version"] == "v1" and coder.preprocessor.id == v1.id
+    assert coder.describe()["adapter_sha256"] == registry.release("v1")["files"]["adapter_model.safetensors"]["sha256"]
+    with pytest.raises(VerificationError, match="is not release v2's"):
+        load_coder(release=str(registry.root), version="v2", preprocessor=str(pre_dirs["v1"]), device="cpu")
+    registry.register(publish(tiny_adapter_dir, "v3", None, tmp_path / "staging" / "v3", "org/x",
+                              preprocessor=pre_dirs["v1"])[-1])  # staged as for the Hub: manifest only
+    with pytest.raises(NotFound, match="pass --preprocessor DIR"):
+        load_coder(release=str(registry.root), version="v3", device="cpu")
+
 
 def test_a_hub_release_carries_only_the_preprocessor_manifest_unless_asked(tmp_path, tiny_adapter_dir, preprocessor):
     from nyxmed.errors import OutputConflict
