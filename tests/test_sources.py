@@ -398,6 +398,72 @@ def test_any_csv_row_is_a_case_or_a_reject(tmp_path, rows):
     assert len({r.record_no for r in result.rejects} | {1}) == len(result.rejects) + 1  # distinct, never the header
 
 
+# any text, lone surrogates and invisible characters included; raw JSON Python cannot read as is
+TEXT = st.text(st.characters(exclude_categories=()), max_size=8)
+RAW_JSON = st.sampled_from(["9" * 5000, "[" * 5000, "[" * 150 + "]" * 150, '"\\ud800"', '"\\u200b"', "[]", "0",
+                            "false", "NaN", "1e999", '["74177"]', '["R10.84"]', '"Normal."', '"c1"'])
+VALUE = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | TEXT,
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3), max_leaves=6)
+RECORD_TEXT = st.dictionaries(st.sampled_from(sorted(FIELDS)) | TEXT, VALUE.map(json.dumps) | RAW_JSON, max_size=8).map(
+    lambda d: "{" + ", ".join(f"{json.dumps(k)}: {v}" for k, v in d.items()) + "}")
+HOSTILE = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                           HealthCheck.too_slow])
+
+
+def _reads_or_refuses(path: Path, may_refuse: bool = True) -> None:
+    """read_cases returns counts that reconcile, or refuses the whole source with an InputError."""
+    try:
+        result = read_cases(path, rejects_path=path.with_suffix(".rejects.jsonl"), progress=False)
+    except InputError:
+        assert may_refuse
+        return
+    c = result.counts
+    assert c["read"] == c["accepted"] + c["rejected"] == len(result.cases) + len(result.rejects)
+    for ext in ("jsonl", "csv", "parquet"):  # what is accepted can be written (build-data writes it)
+        again = read_cases(write_cases(result.cases, path.with_name(f"again.{ext}")), progress=False)
+        assert again.counts["accepted"] == len(result.cases), again.rejects[:1]
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")  # printing the summary must not fail either
+    from rich.console import Console
+    for table in summary_tables(result):
+        Console(file=out).print(table)
+    out.flush()
+
+
+@HOSTILE
+@given(st.lists(RECORD_TEXT.map(lambda t: t.encode("utf-8", "surrogatepass")) | st.binary(max_size=30), max_size=5))
+def test_hostile_jsonl_never_raises(tmp_path, lines):
+    lines = [line.replace(b"\n", b" ").replace(b"\r", b" ") for line in lines]
+    _reads_or_refuses(_write_jsonl(tmp_path / "h.jsonl", lines), may_refuse=False)
+
+
+@HOSTILE
+@given(st.lists(st.sampled_from(RECORD_FIELDS) | TEXT, min_size=1, max_size=6, unique=True),
+       st.lists(st.lists(TEXT | RAW_JSON, max_size=7), max_size=4), st.binary(max_size=30))
+def test_hostile_csv_never_raises(tmp_path, header, rows, tail):
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows([header, *rows])
+    path = tmp_path / "h.csv"
+    path.write_bytes(buf.getvalue().encode("utf-8", "surrogatepass") + tail)
+    _reads_or_refuses(path)
+
+
+@HOSTILE
+@given(st.lists(st.dictionaries(st.sampled_from(["id", "report_text", "cpt", "icd", "meta", "site", "x"]),
+                                VALUE | st.just(["74177"]) | st.just(["R10.84"]), max_size=6), max_size=4),
+       st.binary(max_size=20))
+def test_hostile_parquet_never_raises(tmp_path, records, noise):
+    path = tmp_path / "h.parquet"
+    buf = io.BytesIO()
+    try:
+        pq.write_table(pa.Table.from_pylist(records), buf)
+    except (pa.ArrowException, UnicodeError, OverflowError):  # records Arrow cannot store: the noise still is
+        buf = io.BytesIO()
+        pq.write_table(pa.table({"id": ["c1"]}), buf)
+    data = buf.getvalue()
+    path.write_bytes(data if not noise else data[: len(data) // 2] + noise + data[len(data) // 2:])
+    _reads_or_refuses(path)
+
+
 # ----------------------------------------------------------------------------- PostgreSQL
 PG_ROWS = [  # (case_id, exam, why, body, cpt_codes, mods, icd_codes, meta, exam_date, payload)
     ("pg1", "CT abdomen", "pain", "Findings: diverticulosis.", ["74177"], ["26"], ["R10.84"], {"modality": "CT"}, "2025-01-03"),
