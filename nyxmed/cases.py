@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+import unicodedata
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
@@ -15,6 +17,8 @@ from nyxmed.codes import modifiers as mod_codes
 TEXT_FIELDS = ("exam_description", "reason_for_exam", "report_text")
 META_FIELDS = ("patient_key", "accession", "exam_date", "site", "reviewed_at")
 CODE_FIELDS = ("cpt", "modifiers", "icd")
+# the longest exam description, reason or report accepted, in characters, whatever the file format
+MAX_REPORT_CHARS = 200_000
 
 
 class InvalidCase(ValueError):
@@ -70,15 +74,25 @@ def content_hash(text: str) -> str:
     return hashlib.sha256(normalize_text(text).encode()).hexdigest()
 
 
+def _invisible(text: str) -> bool:
+    """Only whitespace and format characters (Unicode Cf: zero-width space, BOM, LRM...), or nothing."""
+    return all(ch.isspace() or unicodedata.category(ch) == "Cf" for ch in text)
+
+
 def _text(raw: Mapping[str, Any], name: str, rid: str | None, required: bool = True) -> str:
     value = raw.get(name)
     if value is None or (isinstance(value, float) and value != value):
         value = ""
     if not isinstance(value, str):
         raise InvalidCase(rid, name, f"expected text, got {type(value).__name__}")
-    if required and not value.strip():
+    value = value.strip()
+    if required and not value:
         raise InvalidCase(rid, name, "missing or empty")
-    return value.strip()
+    if required and _invisible(value):
+        raise InvalidCase(rid, name, f"blank: only invisible format characters {value[:8]!r}")
+    if len(value) > MAX_REPORT_CHARS:
+        raise InvalidCase(rid, name, f"{len(value):,} characters, more than the maximum {MAX_REPORT_CHARS:,}")
+    return value
 
 
 def _opt(raw: Mapping[str, Any], name: str, rid: str | None = None) -> str | None:
@@ -88,7 +102,8 @@ def _opt(raw: Mapping[str, Any], name: str, rid: str | None = None) -> str | Non
     # scalars only: str() of a map, a list or raw bytes would pass as text
     if isinstance(value, (Mapping, list, tuple, set, bytes, bool)):
         raise InvalidCase(rid, name, f"expected text, got {type(value).__name__}")
-    return str(value).strip() or None
+    text = str(value).strip()
+    return None if _invisible(text) else text
 
 
 def _code_list(raw: Mapping[str, Any], name: str, rid: str | None) -> Any:
@@ -158,6 +173,20 @@ def _codes(raw: Mapping[str, Any], rid: str | None, cpt_table: cpt_codes.CptTabl
     return line
 
 
+def _meta(raw: Mapping[str, Any], rid: str | None) -> dict[str, Any]:
+    """``meta`` as a map: absent (None, NaN) is empty; anything else must be a map that JSON can hold."""
+    meta = raw.get("meta")
+    if meta is None or (isinstance(meta, float) and meta != meta):
+        return {}
+    if not isinstance(meta, Mapping):  # [] or 0 or false is a wrong value, not an absent one
+        raise InvalidCase(rid, "meta", f"expected a map, got {type(meta).__name__} {meta!r:.40}")
+    try:  # every written format stores meta as JSON
+        json.dumps(meta)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidCase(rid, "meta", f"not JSON: {exc}") from None
+    return dict(meta)
+
+
 def case_from_record(raw: Mapping[str, Any], cpt_table: cpt_codes.CptTable | None = None) -> Case:
     """Validate one raw record (file layout) into a :class:`Case`; raises :class:`InvalidCase`."""
     table = cpt_table or cpt_codes.CptTable()
@@ -178,7 +207,5 @@ def report_case_from_record(raw: Mapping[str, Any]) -> Case:
     if rid is None:
         raise InvalidCase(None, "id", "missing or empty")
     texts = {name: _text(raw, name, rid, required=(name == "report_text")) for name in TEXT_FIELDS}
-    meta = raw.get("meta") or {}
-    if not isinstance(meta, Mapping):
-        raise InvalidCase(rid, "meta", f"expected a map, got {type(meta).__name__}")
+    meta = _meta(raw, rid)
     return Case(id=rid, **texts, codes=CodeLine(), **{f: _opt(raw, f, rid) for f in META_FIELDS}, meta=dict(meta))

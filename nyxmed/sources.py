@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from nyxmed.cases import (CODE_FIELDS, META_FIELDS, TEXT_FIELDS, Case, InvalidCase, case_from_record,
                           report_case_from_record)
 from nyxmed.codes.cpt import CptTable
+from nyxmed.errors import InputError
 from nyxmed.io import write_atomic
 
 RECORD_FIELDS: tuple[str, ...] = ("id", *TEXT_FIELDS, *CODE_FIELDS, "original_codes", *META_FIELDS, "meta")
@@ -32,9 +33,13 @@ FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "pa
 PG_SCHEMES = ("postgresql://", "postgres://")
 DSN_ENV = "NYXMED_PG_DSN"
 RECORD = "record"  # the field named by a reject that concerns the whole line or row
+MAX_NESTING = 100  # lists and maps inside a value, at most: deeper ones are rejected, never recursed into
+# the csv module's own limit (131,072 characters) would reject long fields that JSONL accepts;
+# the schema's limits (MAX_REPORT_CHARS) apply to every format instead
+CSV_FIELD_LIMIT = 2**31 - 1
 
 
-class SourceError(ValueError):
+class SourceError(InputError):
     """An unusable source (missing file, unknown format, failed query): nothing can be read."""
 
 
@@ -174,16 +179,14 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict | RecordError]]:
             if lineno == 1:
                 text = text.removeprefix("\ufeff")
             try:
-                obj = json.loads(text, object_pairs_hook=_object_without_repeats)
-            except _RepeatedKey as exc:
-                key = str(exc)
-                yield lineno, RecordError(RECORD if _has_bad_bytes(key) else key, f"key {key!r} appears twice in the object")
-                continue
-            except json.JSONDecodeError as exc:
-                if _has_bad_bytes(text):
+                obj = _loads(text)
+            except _BadJson as exc:
+                if exc.key is not None:
+                    yield lineno, RecordError(RECORD if _text_problem(exc.key) else exc.key, exc.detail)
+                elif _has_bad_bytes(text):
                     yield lineno, RecordError(RECORD, f"undecodable bytes (not UTF-8) at byte {_bad_byte_offset(data)}")
                 else:
-                    yield lineno, RecordError(RECORD, f"bad JSON: {exc.msg} at column {exc.colno}")
+                    yield lineno, RecordError(RECORD, f"bad JSON: {exc.detail}")
                 continue
             if not isinstance(obj, dict):
                 yield lineno, RecordError(RECORD, f"wrong type: expected a JSON object, got {type(obj).__name__}")
@@ -191,20 +194,51 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict | RecordError]]:
             yield lineno, obj
 
 
-class _RepeatedKey(ValueError):
-    """A JSON object with a key twice: json would keep the last value silently."""
+class _BadJson(ValueError):
+    """JSON text that json cannot read, or would read wrongly; ``key`` is set for a repeated key."""
+
+    def __init__(self, detail: str, key: str | None = None):
+        self.detail, self.key = detail, key
+        super().__init__(detail)
+
+
+@dataclass(frozen=True)
+class _Unreadable:
+    """A value a reader could not turn into Python (a huge integer, a date past 9999): rejected by field."""
+
+    reason: str
+
+
+def _loads(text: str) -> Any:
+    """``json.loads`` that refuses repeated keys and nesting too deep for Python; raises :class:`_BadJson`."""
+    try:
+        return json.loads(text, object_pairs_hook=_object_without_repeats, parse_int=_json_int)
+    except json.JSONDecodeError as exc:
+        raise _BadJson(f"{exc.msg} at column {exc.colno}") from None
+    except RecursionError:
+        raise _BadJson(f"nested too deeply (more than {MAX_NESTING} levels)") from None
 
 
 def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj: dict[str, Any] = {}
     for key, value in pairs:
-        if key in obj:
-            raise _RepeatedKey(key)
+        if key in obj:  # json would keep the last value silently
+            raise _BadJson(f"key {key!r} appears twice in the object", key)
         obj[key] = value
     return obj
 
 
+def _json_int(digits: str) -> int | _Unreadable:
+    try:
+        return int(digits)
+    except ValueError:  # Python's limit on int from text (sys.set_int_max_str_digits)
+        return _Unreadable(f"an integer of {len(digits.lstrip('-')):,} digits, more than the "
+                           f"{sys.get_int_max_str_digits():,} Python reads")
+
+
 def _csv_rows(path: Path) -> Iterator[tuple[int, dict | RecordError]]:
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:
+        csv.field_size_limit(CSV_FIELD_LIMIT)
     with _open_text(path) as fh:
         reader = csv.reader(fh)
         try:
@@ -243,16 +277,48 @@ def _parquet_rows(path: Path) -> Iterator[tuple[int, dict | RecordError]]:
 
     try:
         pf = pq.ParquetFile(path)
+        names = pf.schema_arrow.names
     except (pa.ArrowException, OSError) as exc:
         raise SourceError(f"{path}: not a readable Parquet file: {exc}") from exc
+    repeated = sorted({c for c in names if names.count(c) > 1})
+    if repeated:  # a row as a map would keep the last of them silently
+        raise SourceError(f"{path}: the Parquet file has column {repeated[0]!r} twice; columns must be unique")
     n = 0
     try:
         for batch in pf.iter_batches(batch_size=1024):
-            for row in batch.to_pylist():
+            columns = [_column_values(batch.column(i)) for i in range(batch.num_columns)]
+            for values in zip(*columns) if columns else [()] * batch.num_rows:
                 n += 1
-                yield n, row
-    except pa.ArrowException as exc:
+                yield n, dict(zip(names, values))
+    except (pa.ArrowException, OSError) as exc:
         raise SourceError(f"{path}: Parquet data unreadable after row {n}: {exc}") from exc
+
+
+def _column_values(column: Any) -> list[Any]:
+    """One Arrow column as Python values: maps become dicts, a value Python cannot hold :class:`_Unreadable`."""
+    import pyarrow as pa
+
+    try:
+        values = column.to_pylist()
+    except (ArithmeticError, ValueError) as exc:  # e.g. a timestamp past year 9999: find which rows
+        values = []
+        for i in range(len(column)):
+            try:
+                values.append(column[i].as_py())
+            except (ArithmeticError, ValueError) as exc:
+                values.append(_Unreadable(f"a {column.type} value Python cannot hold: {exc}"))
+    if pa.types.is_map(column.type):  # Arrow gives a map as (key, value) pairs
+        values = [v if v is None else _map_from_pairs(v) for v in values]
+    return values
+
+
+def _map_from_pairs(pairs: list[tuple[Any, Any]]) -> dict[Any, Any] | _Unreadable:
+    out: dict[Any, Any] = {}
+    for key, value in pairs:
+        if key in out:  # as in a JSON object: never keep the last silently
+            return _Unreadable(f"key {key!r} appears twice in the map")
+        out[key] = value
+    return out
 
 
 def _pg_rows(src: PgSource) -> Iterator[tuple[int, dict | RecordError]]:
@@ -296,10 +362,43 @@ def _open_text(path: Path):
 
 
 _BAD_BYTE = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of bytes that are not UTF-8
+_SURROGATE = re.compile("[\ud800-\udfff]")  # no UTF-8 can hold one: writing it would fail
 
 
 def _has_bad_bytes(text: str) -> bool:
     return _BAD_BYTE.search(text) is not None
+
+
+def _text_problem(text: str) -> str | None:
+    """Why ``text`` is not Unicode that can be written: undecodable bytes or a lone surrogate (``"\\ud800"``)."""
+    found = _SURROGATE.search(text)
+    if found is None:
+        return None
+    if _has_bad_bytes(found.group()):
+        return "undecodable bytes (not UTF-8)"
+    return f"lone surrogate {found.group()!r} (not valid Unicode text)"
+
+
+def _value_problem(value: Any) -> str | None:
+    """Why a field's value cannot be part of a case (bad text anywhere inside, too deep, unreadable), or None."""
+    stack = [(value, 0)]
+    while stack:  # a loop, not recursion: the value may be nested deeper than Python recurses
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            problem = _text_problem(item)
+        elif isinstance(item, _Unreadable):
+            problem = item.reason
+        elif isinstance(item, (list, tuple, dict)):
+            if depth == MAX_NESTING:
+                return f"nested more than {MAX_NESTING} levels deep"
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+            continue
+        else:
+            continue
+        if problem:
+            return problem
+    return None
 
 
 def _bad_byte_offset(data: bytes) -> int:
@@ -315,8 +414,9 @@ def _plain_record(raw: dict[str, Any], mapping: Mapping[str, str]) -> dict[str, 
     out: dict[str, Any] = {}
     for col, value in raw.items():
         name = mapping.get(col, col)
-        if _has_bad_bytes(name):
-            return RecordError(RECORD, "undecodable bytes (not UTF-8) in a column name", _raw_id(raw, mapping))
+        problem = _text_problem(name)
+        if problem:
+            return RecordError(RECORD, f"{problem} in a column name", _raw_id(raw, mapping))
         if type(value) is not str:  # text, the common case, needs only the check below
             if isinstance(value, (bytes, bytearray, memoryview)):
                 try:
@@ -325,37 +425,29 @@ def _plain_record(raw: dict[str, Any], mapping: Mapping[str, str]) -> dict[str, 
                     return RecordError(name, f"undecodable bytes (not UTF-8) at byte {exc.start}", _raw_id(raw, mapping))
             elif isinstance(value, (dt.date, dt.datetime, dt.time)):
                 value = value.isoformat()
-        if _has_bad_bytes(value if isinstance(value, str) else _nested_text(value)):
-            return RecordError(name, "undecodable bytes (not UTF-8)", _raw_id(raw, mapping))
+        problem = _value_problem(value)
+        if problem:
+            return RecordError(name, problem, _raw_id(raw, mapping))
         if name in out:
             return RecordError(name, f"two columns give field {name!r} (check the column mapping)", _raw_id(raw, mapping))
         out[name] = value
     meta = out.get("meta")
     if isinstance(meta, str):
-        if not meta.strip():
-            out["meta"] = {}
-        else:
-            try:
-                out["meta"] = json.loads(meta)
-            except json.JSONDecodeError as exc:
-                return RecordError("meta", f"bad JSON in meta: {exc.msg} at column {exc.colno}", _raw_id(raw, mapping))
-    elif isinstance(meta, list) and all(isinstance(p, tuple) and len(p) == 2 for p in meta):
-        out["meta"] = dict(meta)  # an Arrow map column arrives as (key, value) pairs
+        try:
+            out["meta"] = _loads(meta) if meta.strip() else {}
+        except _BadJson as exc:
+            return RecordError("meta", f"bad JSON in meta: {exc.detail}", _raw_id(raw, mapping))
+        problem = _value_problem(out["meta"])
+        if problem:
+            return RecordError("meta", problem, _raw_id(raw, mapping))
     return out
-
-
-def _nested_text(value: Any) -> str:
-    """The text inside a list or map value (JSONL lists and objects can hide bad bytes too)."""
-    if isinstance(value, (list, tuple, dict)):
-        return json.dumps(value, ensure_ascii=False, default=str)
-    return ""
 
 
 def _raw_id(raw: Mapping[str, Any], mapping: Mapping[str, str]) -> str | None:
     for col, value in raw.items():
         if mapping.get(col, col) == "id" and isinstance(value, (str, int)) and not isinstance(value, bool):
             text = str(value).strip()
-            return text if text and not _has_bad_bytes(text) else None
+            return text if text and not _text_problem(text) else None
     return None
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nyxmed.cases import Case, InvalidCase, case_from_record, content_hash, normalize_text
+from nyxmed.cases import MAX_REPORT_CHARS, Case, InvalidCase, case_from_record, content_hash, normalize_text
 from nyxmed.codeline import CodeLine
 from nyxmed.codes.cpt import CptTable
 
@@ -162,6 +162,33 @@ def test_original_codes_bad(line, reason):
 def test_meta_must_be_a_map_and_optional_fields_scalars():
     _fails(_record(meta=["CT"]), "meta", "expected a map")
     _fails(_record(site=["north"]), "site", "expected text")
+
+
+@pytest.mark.parametrize("meta", [[], 0, False, ""])
+def test_meta_that_is_empty_but_not_a_map_is_rejected(meta):
+    # only an absent meta (None, NaN) is the empty map; [] or false is a wrong value
+    _fails(_record(meta=meta), "meta", f"expected a map, got {type(meta).__name__}")
+    assert case_from_record(_record(meta=None)).meta == {} == case_from_record(_record(meta=float("nan"))).meta
+
+
+def test_meta_that_json_cannot_hold_is_rejected():
+    import datetime as dt
+
+    _fails(_record(meta={"seen": dt.date(2025, 1, 2)}), "meta", "not JSON")  # write_cases would fail on it
+
+
+@pytest.mark.parametrize("text", ["\u200b", " \u200b\u200d \n", "\ufeff\u2060", "\u200e\u200f\u00ad"])
+def test_report_of_only_invisible_characters_is_blank(text):
+    _fails(_record(report_text=text), "report_text", "blank: only invisible format characters")
+    _fails(_record(id=text), "id", "missing or empty", record_id=None)
+    assert case_from_record(_record(report_text="\u200bNormal.")).report_text == "\u200bNormal."
+
+
+@pytest.mark.parametrize("name", ["report_text", "exam_description", "reason_for_exam"])
+def test_text_longer_than_the_maximum_is_rejected(name):
+    assert case_from_record(_record(**{name: "x" * MAX_REPORT_CHARS})).report_text
+    exc = _fails(_record(**{name: "x" * (MAX_REPORT_CHARS + 1)}), name, "more than the maximum")
+    assert f"{MAX_REPORT_CHARS + 1:,} characters" in exc.reason
 
 
 # ----------------------------------------------------------------------------- hashes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import uuid
 from dataclasses import replace
@@ -14,11 +15,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from nyxmed.cases import MAX_REPORT_CHARS
 from nyxmed.cli import main as cli_main
 from nyxmed.codeline import CodeLine
+from nyxmed.errors import InputError
 from nyxmed.sources import (
-    CODE_FIELDS, RECORD_FIELDS, FileSource, PgSource, SourceError, counts_path_for, iter_records, parse_mapping,
-    read_cases, source_from_spec, write_cases,
+    CODE_FIELDS, FIELDS, MAX_NESTING, RECORD_FIELDS, FileSource, PgSource, SourceError, counts_path_for, iter_records,
+    parse_mapping, read_cases, source_from_spec, summary_tables, write_cases,
 )
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples"
@@ -52,8 +55,9 @@ def _write_jsonl(path: Path, lines: list[bytes]) -> Path:
 
 
 def _csv_row(rec: dict) -> dict:
-    return {k: (" ".join(v) if k in CODE_FIELDS else json.dumps(v) if k == "meta" else "" if v is None else v)
-            for k, v in rec.items()}
+    """A record as CSV cells; a ``meta`` given as text is written as it is."""
+    return {k: (" ".join(v) if k in CODE_FIELDS else json.dumps(v) if k == "meta" and not isinstance(v, str)
+                else "" if v is None else v) for k, v in rec.items()}
 
 
 def _write_csv(path: Path, recs: list[dict]) -> Path:
@@ -245,6 +249,98 @@ def test_iter_records_streams(tmp_path):
     it.close()  # nothing forced the rest of the file to be parsed
 
 
+# ----------------------------------------------------------------------------- hostile inputs
+def _write_parquet(path: Path, recs: list[dict]) -> Path:
+    cols = {k: [r[k] for r in recs] for k in RECORD_FIELDS}
+    cols["meta"] = [json.dumps(m) for m in cols["meta"]]
+    types = {k: pa.list_(pa.string()) if k in CODE_FIELDS else pa.string() for k in RECORD_FIELDS}
+    pq.write_table(pa.table({k: pa.array(v, type=types[k]) for k, v in cols.items()}), path)
+    return path
+
+
+def test_jsonl_deep_nesting_huge_integers_and_lone_surrogates_are_rejects(tmp_path):
+    nested = "[" * MAX_NESTING + "]" * MAX_NESTING  # MAX_NESTING + 1 levels counting meta's own map
+    lines = [json.dumps(good(0)).encode(),
+             b"[" * 100_000,
+             json.dumps(good(1)).encode().replace(b'"c1"', b"9" * 5000),
+             json.dumps(good(2, report_text="Findings \ud800 normal.")).encode(),
+             json.dumps(good(3, meta={"m": "x"})).encode().replace(b'"x"', nested.encode()),
+             json.dumps(good(4, meta={"n": 1})).encode().replace(b": 1}", b": -" + b"7" * 5000 + b"}"),
+             json.dumps(good(5, site="x")).encode().replace(b'"x"', b'{"\\ud800": "y"}'),
+             json.dumps(good(6)).encode()]
+    result = read_cases(_write_jsonl(tmp_path / "c.jsonl", lines))
+    _check(result, {2: ("record", "nested too deeply"), 3: ("id", "integer of 5,000 digits"),
+                    4: ("report_text", "lone surrogate '\\ud800'"),
+                    5: ("meta", f"nested more than {MAX_NESTING} levels"),
+                    6: ("meta", "integer of 5,000 digits"), 7: ("site", "lone surrogate")}, n_good=2)
+    assert [r.id for r in result.rejects] == [None, None, "c2", "c3", "c4", "c5"]
+    assert read_cases(write_cases(result.cases, tmp_path / "out.jsonl")).cases == result.cases  # writable
+    just_deep_enough = json.dumps(good(7, meta={"m": "x"})).encode().replace(b'"x"', nested[1:-1].encode())
+    assert read_cases(_write_jsonl(tmp_path / "ok.jsonl", [just_deep_enough])).counts["accepted"] == 1
+
+
+def test_meta_text_deep_or_huge_or_repeated_is_a_meta_reject(tmp_path):
+    metas = ["[" * 100_000, '{"n": ' + "9" * 5000 + "}", "[" * (MAX_NESTING + 1) + "]" * (MAX_NESTING + 1),
+             '{"a": 1, "a": 2}', '{"s": "\\ud800"}']
+    result = read_cases(_write_csv(tmp_path / "c.csv", [good(0)] + [good(i + 1, meta=m) for i, m in enumerate(metas)]))
+    _check(result, {3: ("meta", "nested too deeply"), 4: ("meta", "integer of 5,000 digits"),
+                    5: ("meta", "nested more than"), 6: ("meta", "key 'a' appears twice"),
+                    7: ("meta", "lone surrogate")}, n_good=1)
+
+
+def test_parquet_with_a_column_twice_is_refused_as_csv_and_queries_are(tmp_path):
+    table = pa.table([pa.array(["k1"]), pa.array(["Normal."]), pa.array([["74177"]]), pa.array([["R10.84"]]),
+                      pa.array([["Z99.99"]])], names=["id", "report_text", "cpt", "icd", "icd"])
+    pq.write_table(table, tmp_path / "twice.parquet")
+    with pytest.raises(SourceError, match="column 'icd' twice"):
+        read_cases(tmp_path / "twice.parquet")
+    # two columns mapped onto one field: each row is rejected, as in CSV and JSONL
+    pq.write_table(table.rename_columns(["id", "report_text", "cpt", "dx", "dx2"]), tmp_path / "m.parquet")
+    clash = read_cases(source_from_spec(tmp_path / "m.parquet", mapping={"dx": "icd", "dx2": "icd"}))
+    assert [(r.field, r.id) for r in clash.rejects] == [("icd", "k1")] and "two columns" in clash.rejects[0].reason
+
+
+def test_parquet_values_python_cannot_hold_are_rejects(tmp_path):
+    n = 3
+    table = pa.table({"id": ["p0", "p1", "p2"], "report_text": ["Normal."] * n, "cpt": [["74177"]] * n,
+                      "icd": [["R10.84"]] * n,
+                      "reviewed_at": pa.array([0, 2**62, 0], type=pa.timestamp("us")),  # year 146,000
+                      "meta": pa.array([[("k", "v")], [], [("k", "v"), ("k", "w")]],
+                                       type=pa.map_(pa.string(), pa.string()))})
+    pq.write_table(table, tmp_path / "v.parquet")
+    result = read_cases(tmp_path / "v.parquet")
+    _check(result, {2: ("reviewed_at", "cannot hold"), 3: ("meta", "key 'k' appears twice in the map")}, n_good=1)
+    assert result.cases[0].meta == {"k": "v"} and result.cases[0].reviewed_at.startswith("1970-01-01")
+
+
+def test_meta_empty_list_zero_or_false_is_rejected_in_every_format(tmp_path):
+    recs = [good(0), good(1, meta=[]), good(2, meta=0), good(3, meta=False)]
+    expected = {2: ("meta", "got list"), 3: ("meta", "got int"), 4: ("meta", "got bool")}
+    _check(read_cases(_write_jsonl(tmp_path / "c.jsonl", [json.dumps(r).encode() for r in recs])), expected, 1)
+    _check(read_cases(_write_csv(tmp_path / "c.csv", recs)), {k + 1: v for k, v in expected.items()}, 1)
+    _check(read_cases(_write_parquet(tmp_path / "c.parquet", recs)), expected, 1)
+
+
+@pytest.mark.parametrize("ext", ["jsonl", "csv", "parquet"])
+def test_one_maximum_report_size_in_every_format(tmp_path, ext):
+    # 150,000 characters is over the csv module's own field limit (131,072), under MAX_REPORT_CHARS
+    recs = [good(0, report_text="x" * 150_000), good(1, report_text="y" * (MAX_REPORT_CHARS + 1)),
+            good(2, report_text="z" * MAX_REPORT_CHARS)]
+    writers = {"jsonl": lambda p: _write_jsonl(p, [json.dumps(r).encode() for r in recs]),
+               "csv": lambda p: _write_csv(p, recs), "parquet": lambda p: _write_parquet(p, recs)}
+    result = read_cases(writers[ext](tmp_path / f"long.{ext}"))
+    no = 3 if ext == "csv" else 2
+    _check(result, {no: ("report_text", f"{MAX_REPORT_CHARS + 1:,} characters, more than the maximum")}, n_good=2)
+    assert [len(c.report_text) for c in result.cases] == [150_000, MAX_REPORT_CHARS]
+
+
+def test_source_errors_are_input_errors(tmp_path):
+    assert issubclass(SourceError, InputError) and SourceError("x").exit_code == 3
+    (tmp_path / "x.parquet").write_bytes(b"not parquet")
+    with pytest.raises(InputError, match="not a readable Parquet file"):
+        read_cases(tmp_path / "x.parquet")
+
+
 # ----------------------------------------------------------------------------- specs and CLI
 def test_specs(tmp_path):
     with pytest.raises(SourceError, match="no such file"):
@@ -300,6 +396,72 @@ def test_any_csv_row_is_a_case_or_a_reject(tmp_path, rows):
     result = read_cases(path)
     assert result.counts["read"] == result.counts["accepted"] + result.counts["rejected"]
     assert len({r.record_no for r in result.rejects} | {1}) == len(result.rejects) + 1  # distinct, never the header
+
+
+# any text, lone surrogates and invisible characters included; raw JSON Python cannot read as is
+TEXT = st.text(st.characters(exclude_categories=()), max_size=8)
+RAW_JSON = st.sampled_from(["9" * 5000, "[" * 5000, "[" * 150 + "]" * 150, '"\\ud800"', '"\\u200b"', "[]", "0",
+                            "false", "NaN", "1e999", '["74177"]', '["R10.84"]', '"Normal."', '"c1"'])
+VALUE = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | TEXT,
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3), max_leaves=6)
+RECORD_TEXT = st.dictionaries(st.sampled_from(sorted(FIELDS)) | TEXT, VALUE.map(json.dumps) | RAW_JSON, max_size=8).map(
+    lambda d: "{" + ", ".join(f"{json.dumps(k)}: {v}" for k, v in d.items()) + "}")
+HOSTILE = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                           HealthCheck.too_slow])
+
+
+def _reads_or_refuses(path: Path, may_refuse: bool = True) -> None:
+    """read_cases returns counts that reconcile, or refuses the whole source with an InputError."""
+    try:
+        result = read_cases(path, rejects_path=path.with_suffix(".rejects.jsonl"), progress=False)
+    except InputError:
+        assert may_refuse
+        return
+    c = result.counts
+    assert c["read"] == c["accepted"] + c["rejected"] == len(result.cases) + len(result.rejects)
+    for ext in ("jsonl", "csv", "parquet"):  # what is accepted can be written (build-data writes it)
+        again = read_cases(write_cases(result.cases, path.with_name(f"again.{ext}")), progress=False)
+        assert again.counts["accepted"] == len(result.cases), again.rejects[:1]
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")  # printing the summary must not fail either
+    from rich.console import Console
+    for table in summary_tables(result):
+        Console(file=out).print(table)
+    out.flush()
+
+
+@HOSTILE
+@given(st.lists(RECORD_TEXT.map(lambda t: t.encode("utf-8", "surrogatepass")) | st.binary(max_size=30), max_size=5))
+def test_hostile_jsonl_never_raises(tmp_path, lines):
+    lines = [line.replace(b"\n", b" ").replace(b"\r", b" ") for line in lines]
+    _reads_or_refuses(_write_jsonl(tmp_path / "h.jsonl", lines), may_refuse=False)
+
+
+@HOSTILE
+@given(st.lists(st.sampled_from(RECORD_FIELDS) | TEXT, min_size=1, max_size=6, unique=True),
+       st.lists(st.lists(TEXT | RAW_JSON, max_size=7), max_size=4), st.binary(max_size=30))
+def test_hostile_csv_never_raises(tmp_path, header, rows, tail):
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows([header, *rows])
+    path = tmp_path / "h.csv"
+    path.write_bytes(buf.getvalue().encode("utf-8", "surrogatepass") + tail)
+    _reads_or_refuses(path)
+
+
+@HOSTILE
+@given(st.lists(st.dictionaries(st.sampled_from(["id", "report_text", "cpt", "icd", "meta", "site", "x"]),
+                                VALUE | st.just(["74177"]) | st.just(["R10.84"]), max_size=6), max_size=4),
+       st.binary(max_size=20))
+def test_hostile_parquet_never_raises(tmp_path, records, noise):
+    path = tmp_path / "h.parquet"
+    buf = io.BytesIO()
+    try:
+        pq.write_table(pa.Table.from_pylist(records), buf)
+    except (pa.ArrowException, UnicodeError, OverflowError):  # records Arrow cannot store: the noise still is
+        buf = io.BytesIO()
+        pq.write_table(pa.table({"id": ["c1"]}), buf)
+    data = buf.getvalue()
+    path.write_bytes(data if not noise else data[: len(data) // 2] + noise + data[len(data) // 2:])
+    _reads_or_refuses(path)
 
 
 # ----------------------------------------------------------------------------- PostgreSQL
