@@ -82,3 +82,64 @@ class Coder:
                            tuple(line.invalid_codes(self.cpt_table)), parsed.issues, self.version,
                            self.preprocessor.id, self.adapter_sha256, tuple(truncated))
 
+
+
+@dataclass(frozen=True)
+class CodingRun:
+    """Coded reports, rejects (id, line, field, reason) and counts where read = coded + rejected."""
+
+    coded: list[CodedReport]
+    rejects: list[dict[str, Any]]
+    counts: dict[str, int]
+
+
+def load_coder(cfg: Any) -> Coder:
+    """A :class:`Coder` from a :class:`~nyxmed.config.CodeConfig`: tokenizer, preprocessor, generator, CPT table."""
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    from nyxmed.generation import build_generator
+    from nyxmed.io import sha256_file
+    from nyxmed.preprocessor import Preprocessor
+    from nyxmed.training.artifacts import ADAPTER_WEIGHTS
+
+    tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.model)
+    preprocessor = Preprocessor.load(cfg.preprocessor, tokenizer)
+    generator = build_generator(cfg.backend, cfg.model, cfg.adapter, cfg.batch_size, cfg.max_new_tokens, cfg.dtype,
+                                cfg.device, cfg.endpoint, cfg.api_key_env, cfg.tensor_parallel_size)
+    weights = Path(cfg.adapter or "") / ADAPTER_WEIGHTS
+    return Coder(preprocessor, generator, cfg.version, sha256_file(weights) if cfg.adapter and weights.is_file() else None,
+                 cpt_codes.load_cpt_table(cfg.cpt_table))
+
+
+def code_reports(coder: Coder, source: Any = None, text: str | None = None, progress: bool = True) -> CodingRun:
+    """Code the reports of ``source`` (read with rejects, gold codes ignored) or the one report ``text``."""
+    from nyxmed.sources import read_cases
+
+    rejects: list[dict[str, Any]] = []
+    if text is not None:
+        try:
+            cases = [report_case_from_record({"id": "text", "report_text": text})]
+        except InvalidCase as exc:
+            cases, rejects = [], [{"id": "text", "line": None, "field": exc.field, "reason": exc.reason}]
+        read = 1
+    else:
+        result = read_cases(source, reports_only=True, progress=progress)
+        cases, read = result.cases, result.counts["read"]
+        rejects = [{"id": r.id, "line": r.record_no, "field": r.field, "reason": r.reason} for r in result.rejects]
+    coded, uncoded = coder.code(cases, progress=progress) if cases else ([], [])
+    rejects += [{"id": u.id, "line": None, "field": u.field, "reason": u.reason} for u in uncoded]
+    return CodingRun(coded, rejects, {"read": read, "coded": len(coded), "rejected": len(rejects)})
+
+
+def coding_table(run: CodingRun, show: int = 10):
+    """A rich table of the first ``show`` coded reports and the counts."""
+    from rich.table import Table
+
+    table = Table(title=f"read {run.counts['read']}: coded {run.counts['coded']}, rejected {run.counts['rejected']}")
+    for col in ("id", "code line", "invalid codes", "issues"):
+        table.add_column(col)
+    for c in run.coded[:show]:
+        table.add_row(c.id, c.code_line, ", ".join(c.invalid_codes), "; ".join(c.issues))
+    return table

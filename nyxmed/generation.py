@@ -19,6 +19,7 @@ from typing import Protocol, Sequence
 
 from tqdm.auto import tqdm
 
+from nyxmed.errors import NotFound, UsageError
 from nyxmed.training.batching import length_grouped_order
 from nyxmed.prompts import render_prompt  # the one prompt path, shared with training
 
@@ -26,7 +27,7 @@ END_OF_TURN = "<|eot_id|>"
 BACKENDS = ("transformers", "vllm", "openai")
 
 
-class BackendUnavailable(RuntimeError):
+class BackendUnavailable(UsageError, RuntimeError):
     """The requested backend cannot run here (a package is missing); the message says how to fix it."""
 
 
@@ -77,7 +78,7 @@ def load_transformers(model: str, adapter: str | None = None, dtype: str = "auto
         from peft import PeftModel
 
         if not (Path(adapter) / "adapter_config.json").exists():
-            raise FileNotFoundError(f"adapter folder {adapter!r} has no adapter_config.json")
+            raise NotFound(f"adapter folder {adapter!r} has no adapter_config.json")
         lm = PeftModel.from_pretrained(lm, adapter)
     if device != "cuda":
         lm = lm.to(device)
@@ -223,8 +224,8 @@ def build_generator(backend: str, model: str, adapter: str | None = None, batch_
         return VllmGenerator(model, adapter, max_new_tokens, tensor_parallel_size=tensor_parallel_size, dtype=dtype)
     if backend == "openai":
         if not endpoint:
-            raise ValueError("backend 'openai' needs an endpoint URL (e.g. http://127.0.0.1:8000/v1)")
+            raise UsageError("backend 'openai' needs an endpoint URL (e.g. http://127.0.0.1:8000/v1)")
         if adapter:
-            raise ValueError("backend 'openai' cannot apply an adapter: serve it and pass its served name as the model")
+            raise UsageError("backend 'openai' cannot apply an adapter: serve it and pass its served name as the model")
         return OpenAIChatGenerator(endpoint, model, max_new_tokens, batch_size, api_key_env)
-    raise ValueError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
+    raise UsageError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from nyxmed.errors import NyxmedError, UsageError, VerificationError
 from nyxmed.io import atomic_dir, sha256_file, utc_now, write_json
 
 log = logging.getLogger(__name__)
@@ -49,15 +50,15 @@ PROBES = [
 ]
 
 
-class MergeError(RuntimeError):
+class MergeError(NyxmedError, RuntimeError):
     """The merge cannot run (bad inputs); raised before any heavy work."""
 
 
-class BaseMismatchError(MergeError):
+class BaseMismatchError(MergeError, UsageError):
     """The adapter was trained on a different base than the one given."""
 
 
-class MergeVerificationError(MergeError):
+class MergeVerificationError(MergeError, VerificationError):
     """The merged model does not reproduce base+adapter on the probes; nothing was saved."""
 
 

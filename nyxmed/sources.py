@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from nyxmed.cases import (CODE_FIELDS, META_FIELDS, TEXT_FIELDS, Case, InvalidCase, case_from_record,
                           report_case_from_record)
 from nyxmed.codes.cpt import CptTable
+from nyxmed.errors import InputError
 from nyxmed.io import write_atomic
 
 RECORD_FIELDS: tuple[str, ...] = ("id", *TEXT_FIELDS, *CODE_FIELDS, "original_codes", *META_FIELDS, "meta")
@@ -34,7 +35,7 @@ DSN_ENV = "NYXMED_PG_DSN"
 RECORD = "record"  # the field named by a reject that concerns the whole line or row
 
 
-class SourceError(ValueError):
+class SourceError(InputError):
     """An unusable source (missing file, unknown format, failed query): nothing can be read."""
 
 
