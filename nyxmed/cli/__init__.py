@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import traceback
 
 from nyxmed.cli import codes, code, data, demo, evaluation, releases, train
 from nyxmed.errors import NyxmedError
 
+OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
 GROUPS = (codes, data, train, evaluation, releases, demo, code)  # each has register(subparsers)
 
 
@@ -32,7 +34,18 @@ def command_name(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # KEY=VALUE overrides may come after flags that follow a positional (`code FILE --out X k=v`),
+    # which argparse leaves unparsed; they join the command's overrides, anything else is an error.
+    args, extra = parser.parse_known_args(argv)
+    stray = [e for e in extra if e.startswith("-") or "=" not in e or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    source = getattr(args, "source", None)  # an optional SOURCE takes the first KEY=VALUE when SOURCE is left out
+    if source and OVERRIDE.match(source) and not os.path.exists(source):
+        args.source, args.overrides = None, [source, *args.overrides]
     try:
         return int(args.func(args) or 0)
     except NyxmedError as exc:
