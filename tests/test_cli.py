@@ -141,3 +141,22 @@ def test_code_end_to_end_with_rejects_and_counts(tmp_path, tiny_base_dir, tiny_t
     one = run_cli("code", "--text", rows[0]["report_text"], "--model", tiny_base_dir, "--preprocessor",
                   built.out_dir / "preprocessor", "max_new_tokens=8", "device=cpu", "dtype=float32")
     assert one.returncode == 0 and "read 1 = coded 1 + rejected 0" in one.stdout
+
+
+def test_config_file_and_dotted_override_reach_the_command(tmp_path):
+    from nyxmed.sources import read_cases
+
+    cfg = tmp_path / "synth.yaml"
+    cfg.write_text("n: 3\nseed: 4\n")
+    assert main(["synth", "--config", str(cfg), "--out", str(tmp_path / "a.jsonl"), "n=5"]) == 0
+    assert len(read_cases(tmp_path / "a.jsonl").cases) == 5  # the override over the file
+
+
+def test_evaluate_takes_recipe_overrides_as_docs_production_shows(tmp_path, cases_file):
+    preds = tmp_path / "p.jsonl"
+    preds.write_text("".join(json.dumps({"id": c.id, "output": "74177, , R10.84"}) + "\n"
+                             for c in generate_cases(8, 3)))
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--predictions", str(preds), "--gold", str(cases_file), "--out", str(out),
+                 "eval.bootstrap=20", "eval.seed=4"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["bootstrap"]["resamples"] == 20

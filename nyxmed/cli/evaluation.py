@@ -11,10 +11,9 @@ from nyxmed.config import BenchmarkConfig, CompareConfig, EvalConfig
 
 def register(sub) -> None:
     p = sub.add_parser("evaluate", help="run a model on a benchmark, or rescore saved predictions (docs/metrics.md)")
-    options.add_config_arguments(p, EvalConfig, overrides=False,
-                                 config_help="recipe YAML: its `eval` section (and model.base_model) give the defaults")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="dotted recipe overrides, e.g. eval.backend=vllm eval.batch_size=16")
+    options.add_config_arguments(p, EvalConfig,
+                                 config_help="recipe YAML: its `eval` section (and model.base_model) give the defaults",
+                                 overrides_help="dotted recipe overrides, e.g. eval.backend=vllm eval.batch_size=16")
     p.set_defaults(func=evaluate)
 
     p = sub.add_parser("benchmark", help="benchmark manifests")

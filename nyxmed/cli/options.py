@@ -14,7 +14,7 @@ _DEST = "field:"  # flag destinations apart from positionals such as `overrides`
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type, overrides: bool = True,
-                         config_help: str | None = None) -> None:
+                         config_help: str | None = None, overrides_help: str | None = None) -> None:
     """``--config FILE``, one flag per field of ``cls`` (help from field metadata) and ``KEY=VALUE`` overrides."""
     parser.add_argument("--config", help=config_help or f"YAML of {cls.__name__} fields")
     hints = typing.get_type_hints(cls)
@@ -33,7 +33,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, overrides: 
                                 help=(help_text + default).replace("%", "%%"), **kw)
     if overrides:
         parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                            help=f"dotted overrides of {cls.__name__} fields, e.g. {_example(cls)}")
+                            help=overrides_help or f"dotted overrides of {cls.__name__} fields, e.g. {_example(cls)}")
 
 
 def flags(args: argparse.Namespace) -> dict[str, Any]:
