@@ -235,33 +235,33 @@ class EvalConfig:
 class DemoConfig:
     """`nyxmed demo`: the main job on the embedded synthetic data, at a size a 2-core CPU runs in minutes."""
 
-    recipe: str = "configs/demo.yaml"  # data/retrieval/prompt/lora/train sections of the run
+    recipe: str = _val("configs/demo.yaml", "data/retrieval/prompt/lora/train sections of the run")
     out_dir: str = _val("out/demo", "output folder", flag="--out")
-    cases: int = 3000
-    seed: int = 17
-    vocab_size: int = 6144  # the locally built Llama-3-style tokenizer (its corpus saturates at ~5.6K)
-    tokenizer_texts: int = 1000  # reports the tokenizer is trained on
-    tokenizer_split: str = "llama3"  # pre-tokenizer: 'digits' (one by one) or 'llama3' (groups of up to 3)
-    hidden_size: int = 128
-    layers: int = 4
-    heads: int = 4
-    kv_heads: int = 2
-    intermediate_size: int = 384
+    cases: int = _val(3000, "synthetic cases of the run")
+    seed: int = _val(17, "seed of the cases, splits and models")
+    vocab_size: int = _val(6144, "the locally built Llama-3-style tokenizer (its corpus saturates at ~5.6K)")
+    tokenizer_texts: int = _val(1000, "reports the tokenizer is trained on")
+    tokenizer_split: str = _val("llama3", "pre-tokenizer: 'digits' (one by one) or 'llama3' (groups of up to 3)")
+    hidden_size: int = _val(128, "tiny Llama hidden size")
+    layers: int = _val(4, "tiny Llama layers")
+    heads: int = _val(4, "attention heads")
+    kv_heads: int = _val(2, "key/value heads")
+    intermediate_size: int = _val(384, "MLP size")
     # Full pre-training of the base, standing in for the previous version, on a separate synthetic set
     # (seed + 1): coded reports ("<report>\nCodes: <code line>") and, a pretrain_chat_share of them,
     # chats about a report (which exam, what impression); never a coding chat. A pre-training step
     # costs a sixth of a LoRA step on the CPU, so most of the budget goes here (docs/performance.md).
-    pretrain_cases: int = 3000
-    pretrain_chat_share: float = 0.25
-    pretrain_steps: int = 1000
-    pretrain_batch: int = 8
-    pretrain_seq: int = 384  # a report and its code line fit
-    pretrain_lr: float = 3e-3
-    benchmark_n: int = 200
-    ranks: int = 2  # DeepSpeed ZeRO-3 processes (gloo on CPU); 0 = one process without DeepSpeed
-    eval_batch_size: int = 16
-    eval_max_new_tokens: int = 32  # the longest synthetic code line is ~25 tokens
-    version: str = "v1"
+    pretrain_cases: int = _val(3000, "synthetic cases the stand-in base is pre-trained on (seed + 1)")
+    pretrain_chat_share: float = _val(0.25, "share of pre-training texts that are chats about a report")
+    pretrain_steps: int = _val(1000, "pre-training steps")
+    pretrain_batch: int = _val(8, "pre-training batch")
+    pretrain_seq: int = _val(384, "a report and its code line fit")
+    pretrain_lr: float = _val(3e-3, "pre-training learning rate")
+    benchmark_n: int = _val(200, "benchmark records")
+    ranks: int = _val(2, "DeepSpeed ZeRO-3 processes (gloo on CPU); 0 = one process without DeepSpeed")
+    eval_batch_size: int = _val(16, "prompts per generate call")
+    eval_max_new_tokens: int = _val(32, "the longest synthetic code line is ~25 tokens")
+    version: str = _val("v1", "release version of the trained adapter")
     overrides: list[str] = field(default_factory=list, metadata={"cli": False})  # key=value for the recipe
 
 
