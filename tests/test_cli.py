@@ -160,3 +160,11 @@ def test_evaluate_takes_recipe_overrides_as_docs_production_shows(tmp_path, case
     assert main(["evaluate", "--predictions", str(preds), "--gold", str(cases_file), "--out", str(out),
                  "eval.bootstrap=20", "eval.seed=4"]) == 0
     assert json.loads((out / "metrics.json").read_text())["bootstrap"]["resamples"] == 20
+
+
+def test_releases_reads_its_registry_from_config(tmp_path, capsys):
+    cfg = tmp_path / "releases.yaml"
+    cfg.write_text(f"registry: {tmp_path / 'reg'}\n")
+    assert main(["releases", "--config", str(cfg), "list"]) == 0
+    assert "reg" in capsys.readouterr().out and (tmp_path / "reg").is_dir()
+    assert main(["releases", "list", f"registry={tmp_path / 'other'}"]) == 0 and (tmp_path / "other").is_dir()
