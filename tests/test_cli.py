@@ -168,3 +168,15 @@ def test_releases_reads_its_registry_from_config(tmp_path, capsys):
     assert main(["releases", "--config", str(cfg), "list"]) == 0
     assert "reg" in capsys.readouterr().out and (tmp_path / "reg").is_dir()
     assert main(["releases", "list", f"registry={tmp_path / 'other'}"]) == 0 and (tmp_path / "other").is_dir()
+
+
+def test_recipe_commands_refuse_an_output_over_an_input(cases_file, tmp_path):
+    recipe = tmp_path / "demo.yaml"
+    recipe.write_text("data: {}\n")
+    runs = [["build-data", "--config", "configs/tiny.yaml", f"data.sources=[{cases_file}]", f"data.out_dir={tmp_path}"],
+            ["train", "--config", "configs/tiny.yaml", f"train.dataset_dir={tmp_path}", f"train.output_dir={tmp_path}"],
+            ["demo", f"recipe={recipe}", "--out", str(tmp_path)]]
+    for argv in runs:
+        before = _snapshot(tmp_path)
+        assert main(argv) == OutputConflict.exit_code, argv
+        assert _snapshot(tmp_path) == before, argv
