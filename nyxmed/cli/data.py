@@ -17,9 +17,7 @@ def register(sub) -> None:
     options.add_config_arguments(p, ValidateConfig)
     p.set_defaults(func=validate)
 
-    p = sub.add_parser("synth", help="write synthetic radiology cases (the embedded default data set)")
-    options.add_config_arguments(p, SynthConfig)
-    p.set_defaults(func=synth)
+    options.add_command(sub, "synth", SynthConfig, synth, "write synthetic radiology cases (the embedded default data set)")
 
     p = sub.add_parser("build-data", help="build the tokenized train/validation/heldout dataset and its manifest",
                        description="Retrieval few-shots, candidate codes, leakage defense, splits (docs/dataset.md).")

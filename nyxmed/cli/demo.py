@@ -10,11 +10,10 @@ from nyxmed.config import DemoConfig
 
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="the main job end to end on the embedded synthetic data (docs/quickstart.md)")
-    options.add_config_arguments(p, DemoConfig,
-                                 config_help="YAML of DemoConfig fields (defaults: nyxmed.config.DemoConfig)",
-                                 overrides_help="DemoConfig keys (cases=1000 ranks=0) and recipe keys (train.epochs=2)")
-    p.set_defaults(func=demo)
+    options.add_command(sub, "demo", DemoConfig, demo,
+                        "the main job end to end on the embedded synthetic data (docs/quickstart.md)",
+                        config_help="YAML of DemoConfig fields (defaults: nyxmed.config.DemoConfig)",
+                        overrides_help="DemoConfig keys (cases=1000 ranks=0) and recipe keys (train.epochs=2)")
 
 
 def demo(args: argparse.Namespace) -> int:

@@ -10,17 +10,15 @@ from nyxmed.config import BenchmarkConfig, CompareConfig, EvalConfig
 
 
 def register(sub) -> None:
-    p = sub.add_parser("evaluate", help="run a model on a benchmark, or rescore saved predictions (docs/metrics.md)")
-    options.add_config_arguments(p, EvalConfig,
-                                 config_help="recipe YAML: its `eval` section (and model.base_model) give the defaults",
-                                 overrides_help="dotted recipe overrides, e.g. eval.backend=vllm eval.batch_size=16")
-    p.set_defaults(func=evaluate)
+    options.add_command(sub, "evaluate", EvalConfig, evaluate,
+                        "run a model on a benchmark, or rescore saved predictions (docs/metrics.md)",
+                        config_help="recipe YAML: its `eval` section (and model.base_model) give the defaults",
+                        overrides_help="dotted recipe overrides, e.g. eval.backend=vllm eval.batch_size=16")
 
     p = sub.add_parser("benchmark", help="benchmark manifests")
     bsub = p.add_subparsers(dest="benchmark_cmd", required=True)
-    c = bsub.add_parser("create", help="sample records (seeded) and pin their ids and content hashes")
-    options.add_config_arguments(c, BenchmarkConfig)
-    c.set_defaults(func=benchmark_create)
+    options.add_command(bsub, "create", BenchmarkConfig, benchmark_create,
+                        "sample records (seeded) and pin their ids and content hashes")
 
     p = sub.add_parser("compare", help="compare two evaluation folders: differences, paired bootstrap CIs, McNemar")
     p.add_argument("a", help="evaluation folder A (e.g. the current release)")

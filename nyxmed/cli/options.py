@@ -56,3 +56,11 @@ def _example(cls: type) -> str:
     f = next((f for f in cfgmod.cli_fields(cls) if f.default not in (None, dataclasses.MISSING)),
              cfgmod.cli_fields(cls)[0])
     return f"{f.name}={f.default if f.default not in (None, dataclasses.MISSING) else '...'}"
+
+
+def add_command(sub, name: str, cls: type, func, help: str, **kw: Any) -> argparse.ArgumentParser:
+    """A subcommand whose flags come from ``cls`` (``kw``: ``config_help``, ``overrides_help``), run by ``func``."""
+    parser = sub.add_parser(name, help=help)
+    add_config_arguments(parser, cls, **kw)
+    parser.set_defaults(func=func)
+    return parser

@@ -12,9 +12,7 @@ from nyxmed.config import MergeConfig, PublishConfig, ReleaseConfig
 
 
 def register(sub) -> None:
-    p = sub.add_parser("merge", help="merge a LoRA adapter into its base, verify, save sharded safetensors")
-    options.add_config_arguments(p, MergeConfig)
-    p.set_defaults(func=merge)
+    options.add_command(sub, "merge", MergeConfig, merge, "merge a LoRA adapter into its base, verify, save sharded safetensors")
 
     p = sub.add_parser("publish", help="push an adapter, merged model or frozen checkpoint to a Hub repo, tagged",
                        description="Token: $HF_TOKEN or `hf auth login`; never printed. An adapter's frozen/epoch-N "
