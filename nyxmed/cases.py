@@ -13,6 +13,7 @@ from nyxmed.codeline import CodeLine, parse
 from nyxmed.codes import cpt as cpt_codes
 from nyxmed.codes import icd10cm
 from nyxmed.codes import modifiers as mod_codes
+from nyxmed.errors import InputError
 
 TEXT_FIELDS = ("exam_description", "reason_for_exam", "report_text")
 META_FIELDS = ("patient_key", "accession", "exam_date", "site", "reviewed_at")
@@ -21,7 +22,7 @@ CODE_FIELDS = ("cpt", "modifiers", "icd")
 MAX_REPORT_CHARS = 200_000
 
 
-class InvalidCase(ValueError):
+class InvalidCase(InputError):
     """A record that fails the schema; names the record, the field and the reason."""
 
     def __init__(self, record_id: str | None, field_name: str, reason: str):

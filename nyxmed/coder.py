@@ -139,11 +139,12 @@ def missing_preprocessor(parts: ReleaseParts) -> NotFound:
 def load_coder(*, model: str | None = None, adapter: str | None = None, preprocessor: str | None = None,
                release: str | None = None, version: str | None = None, backend: str = "transformers",
                endpoint: str | None = None, batch_size: int = 4, max_new_tokens: int = 64, dtype: str = "auto",
-               device: str = "auto", api_key_env: str = "OPENAI_API_KEY",
-               cpt_table: cpt_codes.CptTable | None = None) -> Coder:
+               device: str = "auto", api_key_env: str = "OPENAI_API_KEY", tensor_parallel_size: int = 1,
+               tokenizer: str | None = None, cpt_table: cpt_codes.CptTable | None = None) -> Coder:
     """A Coder from a local release registry (``release``: its production version, or ``version``) or from
-    explicit ``model`` / ``adapter`` / ``preprocessor``. With ``backend="openai"`` ``model`` is the served
-    name of the release's merged model on ``endpoint``; the preprocessor still comes from the release."""
+    explicit ``model`` / ``adapter`` / ``preprocessor`` (then ``version`` only labels the results). With
+    ``backend="openai"`` ``model`` is the served name of the release's merged model on ``endpoint``; the
+    preprocessor still comes from the release."""
     from transformers import AutoTokenizer
 
     from nyxmed.generation import build_generator
@@ -166,12 +167,63 @@ def load_coder(*, model: str | None = None, adapter: str | None = None, preproce
     if not preprocessor:
         raise UsageError("give --preprocessor (<data.out_dir>/preprocessor of the dataset the adapter was trained "
                          "on), or --release")
-    tokenizer_from = str(parts.folder) if parts else (adapter or model)
+    tokenizer_from = tokenizer or (str(parts.folder) if parts else (adapter or model))
     pre = Preprocessor.load(preprocessor, AutoTokenizer.from_pretrained(tokenizer_from))
     if parts is not None:
         check_preprocessor(pre, parts)
     generator = build_generator(backend, model, adapter, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                                dtype=dtype, device=device, endpoint=endpoint, api_key_env=api_key_env)
+                                dtype=dtype, device=device, endpoint=endpoint, api_key_env=api_key_env,
+                                tensor_parallel_size=tensor_parallel_size)
     weights = Path(adapter) / ADAPTER_WEIGHTS if adapter else None
     adapter_sha256 = parts.adapter_sha256 if parts else (sha256_file(weights) if weights and weights.is_file() else None)
-    return Coder(pre, generator, parts.version if parts else None, adapter_sha256, cpt_table)
+    return Coder(pre, generator, parts.version if parts else version, adapter_sha256, cpt_table)
+
+
+@dataclass(frozen=True)
+class CodingRun:
+    """Coded reports, rejects (id, line, field, reason) and counts where read = coded + rejected."""
+
+    coded: list[CodedReport]
+    rejects: list[dict[str, Any]]
+    counts: dict[str, int]
+
+
+def coder_from_config(cfg: Any) -> Coder:
+    """The :class:`Coder` a :class:`~nyxmed.config.CodeConfig` names (:func:`load_coder`)."""
+    return load_coder(model=cfg.model, adapter=cfg.adapter, preprocessor=cfg.preprocessor, release=cfg.release,
+                      version=cfg.version, backend=cfg.backend, endpoint=cfg.endpoint, batch_size=cfg.batch_size,
+                      max_new_tokens=cfg.max_new_tokens, dtype=cfg.dtype, device=cfg.device,
+                      api_key_env=cfg.api_key_env, tensor_parallel_size=cfg.tensor_parallel_size,
+                      tokenizer=cfg.tokenizer, cpt_table=cpt_codes.load_cpt_table(cfg.cpt_table))
+
+
+def code_reports(coder: Coder, source: Any = None, text: str | None = None, progress: bool = True) -> CodingRun:
+    """Code the reports of ``source`` (read with rejects, gold codes ignored) or the one report ``text``."""
+    from nyxmed.sources import read_cases
+
+    rejects: list[dict[str, Any]] = []
+    if text is not None:
+        try:
+            cases = [report_case_from_record({"id": "text", "report_text": text})]
+        except InvalidCase as exc:
+            cases, rejects = [], [{"id": "text", "line": None, "field": exc.field, "reason": exc.reason}]
+        read = 1
+    else:
+        result = read_cases(source, reports_only=True, progress=progress)
+        cases, read = result.cases, result.counts["read"]
+        rejects = [{"id": r.id, "line": r.record_no, "field": r.field, "reason": r.reason} for r in result.rejects]
+    coded, uncoded = coder.code(cases, progress=progress) if cases else ([], [])
+    rejects += [{"id": u.id, "line": None, "field": u.field, "reason": u.reason} for u in uncoded]
+    return CodingRun(coded, rejects, {"read": read, "coded": len(coded), "rejected": len(rejects)})
+
+
+def coding_table(run: CodingRun, show: int = 10):
+    """A rich table of the first ``show`` coded reports and the counts."""
+    from rich.table import Table
+
+    table = Table(title=f"read {run.counts['read']}: coded {run.counts['coded']}, rejected {run.counts['rejected']}")
+    for col in ("id", "code line", "invalid codes", "issues"):
+        table.add_column(col)
+    for c in run.coded[:show]:
+        table.add_row(c.id, c.code_line, ", ".join(c.invalid_codes), "; ".join(c.issues))
+    return table

@@ -246,65 +246,194 @@ class GrpoConfig:
     rewards: RewardWeights = field(default_factory=RewardWeights)
 
 
-@dataclass
+def _opt(help_text: str, **meta: Any) -> Any:
+    """A field defaulting to None, with its help text (and flag, choices, minimum) as metadata."""
+    return field(default=None, metadata={"help": help_text, **meta})
+
+
+def _val(default: Any, help_text: str, **meta: Any) -> Any:
+    """A field with a default, with its help text (and flag, choices, minimum) as metadata."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help_text, **meta})
+    return field(default=default, metadata={"help": help_text, **meta})
+
+
+BACKENDS = ("transformers", "vllm", "openai")
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     """One evaluation run (docs/metrics.md): a model and a benchmark, or saved predictions to rescore."""
 
-    model: str | None = None  # base or merged model path (served model name for backend=openai)
-    adapter: str | None = None  # PEFT adapter folder applied on top of `model`
-    data: str | None = None  # built dataset folder (<data>/dataset) holding the prompts and gold
-    split: str = "heldout"
-    benchmark: str | None = None  # manifest from `nyxmed benchmark create`; refuses changed records
-    predictions: str | None = None  # rescoring: JSONL lines {id, output}; no model is run
-    gold: str | None = None  # rescoring: a case file or a built dataset folder
-    training_metrics: str | None = None  # training_metrics.json: adds the eval-loss curve to the chart
-    out_dir: str = "out/eval"
-    batch_size: int = 4
-    max_new_tokens: int = 64
-    backend: str = "transformers"  # transformers | vllm | openai
-    endpoint: str | None = None  # OpenAI-compatible base URL for backend=openai
-    api_key_env: str = "OPENAI_API_KEY"  # environment variable holding the endpoint's key, if any
-    dtype: str = "auto"  # auto | bfloat16 | float16 | float32
-    device: str = "auto"  # auto | cpu | cuda
-    tensor_parallel_size: int = 1  # vLLM
-    cpt_table: str | None = None  # licensed CPT CSV: strict CPT validity in invalid_code_rate
-    bootstrap: int = 1000
-    seed: int = 17
+    model: str | None = _opt("base or merged model folder (the served model name for --backend openai)")
+    adapter: str | None = _opt("PEFT adapter folder applied on top of --model")
+    data: str | None = _opt("built dataset folder (<data>/dataset with system/user prompts and gold)")
+    split: str = _val("heldout", "dataset split to evaluate")
+    benchmark: str | None = _opt("benchmark manifest (nyxmed benchmark create); refuses missing/changed records")
+    predictions: str | None = _opt("rescore saved outputs (JSONL lines {id, output}); no model runs")
+    gold: str | None = _opt("gold for --predictions: a case file (JSONL/CSV/Parquet) or a built dataset folder")
+    training_metrics: str | None = _opt("training_metrics.json: adds the eval-loss curve to the chart")
+    out_dir: str = _val("out/eval", "output folder (predictions.jsonl, metrics.json, report.md, metrics.png)",
+                        flag="--out")
+    batch_size: int = _val(4, "prompts per generate call / parallel HTTP requests", minimum=1)
+    max_new_tokens: int = _val(64, "new tokens per output", minimum=1)
+    backend: str = _val("transformers", "transformers | vllm | openai", choices=BACKENDS)
+    endpoint: str | None = _opt("OpenAI-compatible base URL for --backend openai (e.g. http://127.0.0.1:8000/v1)")
+    api_key_env: str = _val("OPENAI_API_KEY", "environment variable holding the endpoint's key, if any")
+    dtype: str = _val("auto", "auto | bfloat16 | float16 | float32", choices=DTYPES)
+    device: str = _val("auto", "auto | cpu | cuda", choices=DEVICES)
+    tensor_parallel_size: int = _val(1, "vLLM tensor parallel GPUs", minimum=1)
+    cpt_table: str | None = _opt("licensed CPT table (CSV): strict CPT validity for invalid_code_rate")
+    bootstrap: int = _val(1000, "bootstrap resamples for the 95% CIs", minimum=1)
+    seed: int = _val(17, "bootstrap seed")
 
 
-@dataclass
+@dataclass(frozen=True)
 class DemoConfig:
     """`nyxmed demo`: the main job on the embedded synthetic data, at a size a 2-core CPU runs in minutes."""
 
-    recipe: str = "configs/demo.yaml"  # data/retrieval/prompt/lora/train sections of the run
-    out_dir: str = "out/demo"
-    cases: int = 3000
-    seed: int = 17
-    vocab_size: int = 6144  # the locally built Llama-3-style tokenizer (its corpus saturates at ~5.6K)
-    tokenizer_texts: int = 1000  # reports the tokenizer is trained on
-    tokenizer_split: str = "llama3"  # pre-tokenizer: 'digits' (one by one) or 'llama3' (groups of up to 3)
-    hidden_size: int = 128
-    layers: int = 4
-    heads: int = 4
-    kv_heads: int = 2
-    intermediate_size: int = 384
+    recipe: str = _val("configs/demo.yaml", "data/retrieval/prompt/lora/train sections of the run")
+    out_dir: str = _val("out/demo", "output folder", flag="--out")
+    cases: int = _val(3000, "synthetic cases of the run")
+    seed: int = _val(17, "seed of the cases, splits and models")
+    vocab_size: int = _val(6144, "the locally built Llama-3-style tokenizer (its corpus saturates at ~5.6K)")
+    tokenizer_texts: int = _val(1000, "reports the tokenizer is trained on")
+    tokenizer_split: str = _val("llama3", "pre-tokenizer: 'digits' (one by one) or 'llama3' (groups of up to 3)")
+    hidden_size: int = _val(128, "tiny Llama hidden size")
+    layers: int = _val(4, "tiny Llama layers")
+    heads: int = _val(4, "attention heads")
+    kv_heads: int = _val(2, "key/value heads")
+    intermediate_size: int = _val(384, "MLP size")
     # Full pre-training of the base, standing in for the previous version, on a separate synthetic set
     # (seed + 1): coded reports ("<report>\nCodes: <code line>") and, a pretrain_chat_share of them,
     # chats about a report (which exam, what impression); never a coding chat. A pre-training step
     # costs a sixth of a LoRA step on the CPU, so most of the budget goes here (docs/performance.md).
-    pretrain_cases: int = 3000
-    pretrain_chat_share: float = 0.25
-    pretrain_steps: int = 1000
-    pretrain_batch: int = 8
-    pretrain_seq: int = 384  # a report and its code line fit
-    pretrain_lr: float = 3e-3
-    benchmark_n: int = 200
-    ranks: int = 2  # DeepSpeed ZeRO-3 processes (gloo on CPU); 0 = one process without DeepSpeed
-    eval_batch_size: int = 16
-    eval_max_new_tokens: int = 32  # the longest synthetic code line is ~25 tokens
-    version: str = "v1"
-    new_reports: int = 5  # coded with the production release at the end (another seed: none in the pool)
-    overrides: list[str] = field(default_factory=list)  # extra key=value for the recipe
+    pretrain_cases: int = _val(3000, "synthetic cases the stand-in base is pre-trained on (seed + 1)")
+    pretrain_chat_share: float = _val(0.25, "share of pre-training texts that are chats about a report")
+    pretrain_steps: int = _val(1000, "pre-training steps")
+    pretrain_batch: int = _val(8, "pre-training batch")
+    pretrain_seq: int = _val(384, "a report and its code line fit")
+    pretrain_lr: float = _val(3e-3, "pre-training learning rate")
+    benchmark_n: int = _val(200, "benchmark records")
+    ranks: int = _val(2, "DeepSpeed ZeRO-3 processes (gloo on CPU); 0 = one process without DeepSpeed")
+    eval_batch_size: int = _val(16, "prompts per generate call")
+    eval_max_new_tokens: int = _val(32, "the longest synthetic code line is ~25 tokens")
+    version: str = _val("v1", "release version of the trained adapter")
+    new_reports: int = _val(5, "new reports coded with the production release at the end (another seed)", minimum=0)
+    overrides: list[str] = field(default_factory=list, metadata={"cli": False})  # key=value for the recipe
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    """`nyxmed validate SOURCE`: read a case source, print counts and reject reasons."""
+
+    query: str | None = _opt("SQL query for a PostgreSQL source (or @file.sql)")
+    map: list[str] = _val([], "rename a source column to a case field: COLUMN=FIELD (repeatable)")
+    batch_size: int = _val(1000, "rows per PostgreSQL fetch", minimum=1)
+    rejects: str | None = _opt("write rejects here (JSONL) and counts beside it (<name>.counts.json)")
+    cpt_table: str | None = _opt("licensed CPT table (CSV code,description): strict CPT validity")
+    show: int = _val(20, "reject reasons to print (the file has all)", minimum=0)
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """`nyxmed synth`: synthetic radiology cases (the embedded default data set)."""
+
+    n: int = _val(3000, "number of cases", minimum=0)
+    seed: int = _val(17, "same seed, same cases")
+    out: str | None = _opt("case file: .jsonl, .csv or .parquet (written atomically)", required=True)
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """`nyxmed benchmark create`: sample records (seeded) and pin their ids and content hashes."""
+
+    data: str | None = _opt("built dataset folder or a case file", required=True)
+    pool: str = _val("heldout", "dataset split to sample from")
+    n: int = _val(500, "records to sample", minimum=1)
+    seed: int = _val(17, "sampling seed")
+    name: str | None = _opt("benchmark name (default: the file name)")
+    out: str | None = _opt("manifest JSON to write", required=True)
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """`nyxmed compare A B`: differences, paired bootstrap CIs, McNemar."""
+
+    out: str | None = _opt("write comparison.json and comparison.md here")
+    bootstrap: int = _val(1000, "paired bootstrap resamples", minimum=1)
+    seed: int = _val(17, "bootstrap seed")
+
+
+@dataclass(frozen=True)
+class MergeConfig:
+    """`nyxmed merge`: merge a LoRA adapter into its base, verify, save sharded safetensors."""
+
+    base: str | None = _opt("base model folder or Hub id (must be the adapter's base)", required=True)
+    adapter: str | None = _opt("PEFT adapter folder (e.g. out/train or out/train/frozen/epoch-1)", required=True)
+    out: str | None = _opt("folder for the merged model (written atomically)", required=True)
+    dtype: str = _val("bfloat16", "bfloat16 | float16 | float32", choices=DTYPES[1:])
+    revision: str | None = _opt("base revision when --base is a Hub id")
+    max_shard_size: str = _val("5GB", "largest safetensors shard")
+    device_map: str | None = _opt("e.g. auto to merge on GPUs; default: CPU")
+    probes: str | None = _opt("JSONL of {system, user} probe prompts (default: built-in synthetic ones)")
+    max_new_tokens: int = _val(16, "new tokens per probe", minimum=1)
+    overwrite: bool = _val(False, "replace an existing merged folder")
+
+
+@dataclass(frozen=True)
+class PublishConfig:
+    """`nyxmed publish PATH`: push an adapter, merged model or frozen checkpoint to a Hub repo, tagged."""
+
+    repo: str | None = _opt("Hub model repo ORG/NAME (created if needed, private)", required=True)
+    version: str | None = _opt("tag, e.g. v17", required=True)
+    metrics: str | None = _opt("the evaluator's metrics.json for the card")
+    compare: str | None = _opt("comparison.json against the previous version for the card")
+    previous: str | None = _opt("name of the previous version (comparison table header)")
+    dataset_manifest: str | None = _opt("the dataset builder's manifest.json (composition counts)")
+    license: str = _val("other", "license id for the model card")
+    out: str | None = _opt("staging folder (default: out/publish/<ORG--NAME>)")
+    dry_run: bool = _val(False, "write the exact folders and cards, upload nothing")
+
+
+@dataclass(frozen=True)
+class ReleaseConfig:
+    """`nyxmed releases`: which registry holds the versions."""
+
+    registry: str | None = _opt("local registry folder (default: $NYXMED_REGISTRY, then out/registry)")
+    repo: str | None = _opt("Hub model repo ORG/NAME instead of a local registry")
+
+
+@dataclass(frozen=True)
+class CodeConfig:
+    """`nyxmed code`: code new reports with a model, an adapter and the preprocessor it was trained with."""
+
+    text: str | None = _opt("one report given as text instead of SOURCE")
+    query: str | None = _opt("SQL query for a PostgreSQL source (or @file.sql)")
+    map: list[str] = _val([], "rename a source column to a report field: COLUMN=FIELD (repeatable)")
+    release: str | None = _opt("local release registry folder: code with its production version (or --version), "
+                               "its adapter and its preprocessor")
+    model: str | None = _opt("base or merged model folder (the served model name for --backend openai); "
+                             "default with --release: the release's base")
+    adapter: str | None = _opt("PEFT adapter folder applied on top of --model (default with --release: the release)")
+    preprocessor: str | None = _opt("the preprocessor folder the adapter was trained with (<data.out_dir>/"
+                                    "preprocessor); default with --release: the release's, which it must equal")
+    tokenizer: str | None = _opt("tokenizer for the prompts (default: the release, --adapter or --model)")
+    version: str | None = _opt("with --release: the version to code with (default production); else the "
+                               "version recorded with each coded report")
+    backend: str = _val("transformers", "transformers | vllm | openai", choices=BACKENDS)
+    endpoint: str | None = _opt("OpenAI-compatible base URL for --backend openai")
+    api_key_env: str = _val("OPENAI_API_KEY", "environment variable holding the endpoint's key, if any")
+    batch_size: int = _val(4, "prompts per generate call / parallel HTTP requests", minimum=1)
+    max_new_tokens: int = _val(64, "new tokens per output", minimum=1)
+    dtype: str = _val("auto", "auto | bfloat16 | float16 | float32", choices=DTYPES)
+    device: str = _val("auto", "auto | cpu | cuda", choices=DEVICES)
+    tensor_parallel_size: int = _val(1, "vLLM tensor parallel GPUs", minimum=1)
+    cpt_table: str | None = _opt("licensed CPT table (CSV): strict CPT validity for invalid_codes")
+    out: str | None = _opt("coded reports, one JSON line each (written atomically)")
+    rejects: str | None = _opt("reports that could not be coded (JSONL id/line/field/reason) and counts beside it")
 
 
 @dataclass
@@ -424,17 +553,22 @@ def _override_value(raw: str) -> Any:
 
 def load(cls: type[T], path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> T:
     """Defaults, then the YAML file, then overrides; returns a checked ``cls``."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        with open(path, encoding="utf-8") as fh:
-            try:
-                data = yaml.safe_load(fh) or {}
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a YAML map at the top level")
+    data = _yaml_map(path) if path is not None else {}
     data = apply_overrides(data, list(overrides or []))
     return from_dict(cls, data)
+
+
+def _yaml_map(path: str | os.PathLike) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except FileNotFoundError as exc:
+        raise ConfigError(f"--config: no file at {str(path)!r}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a YAML map at the top level")
+    return data
 
 
 def load_recipe(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Recipe:
@@ -445,3 +579,69 @@ def save(obj: Any, path: str | os.PathLike) -> Path:
     """Write the fully resolved config as YAML, atomically."""
     text = yaml.safe_dump(to_dict(obj), sort_keys=False)
     return write_atomic(path, text)
+
+
+# ----------------------------------------------------------------------------- commands
+def check(cfg: T, prefix: str = "") -> T:
+    """Check ``cfg``'s fields against their metadata (choices, minimum); returns ``cfg``."""
+    for f in dataclasses.fields(cfg):
+        value, meta = getattr(cfg, f.name), f.metadata
+        if value is None:
+            continue
+        if "choices" in meta and value not in meta["choices"]:
+            raise ConfigError(f"{prefix}{f.name}: {value!r} is not one of {', '.join(meta['choices'])}")
+        if "minimum" in meta and value < meta["minimum"]:
+            raise ConfigError(f"{prefix}{f.name}: must be >= {meta['minimum']}, got {value!r}")
+    return cfg
+
+
+def check_required(cfg: Any) -> None:
+    """Raise :class:`ConfigError` naming the first field marked required that is still unset."""
+    for f in dataclasses.fields(cfg):
+        if f.metadata.get("required") and getattr(cfg, f.name) is None:
+            raise ConfigError(f"{f.name} is required ({flag_of(f)} or {f.name}=...)")
+
+
+def flag_of(f: dataclasses.Field) -> str:
+    """The command-line flag of field ``f``: its metadata's ``flag`` or ``--field-name``."""
+    return f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+
+
+def cli_fields(cls: type) -> list[dataclasses.Field]:
+    """The fields of ``cls`` that are command-line flags (all but those marked ``cli: False``)."""
+    return [f for f in dataclasses.fields(cls) if f.metadata.get("cli", True)]
+
+
+def load_command(cls: type[T], path: str | os.PathLike | None = None, overrides: list[str] | None = None,
+                 flags: dict[str, Any] | None = None) -> T:
+    """A command's config: defaults, the YAML file, ``key=value`` overrides, then flags; checked."""
+    data: dict[str, Any] = _yaml_map(path) if path is not None else {}
+    data = apply_overrides(data, list(overrides or []))
+    data.update(flags or {})
+    cfg = check(from_dict(cls, data))
+    check_required(cfg)
+    return cfg
+
+
+def load_eval_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None,
+                     flags: dict[str, Any] | None = None) -> EvalConfig:
+    """`nyxmed evaluate`: a recipe's ``eval`` section (its ``model.base_model`` and ``data.cpt_table``
+    as defaults), recipe overrides (``eval.backend=vllm``), then flags; checked."""
+    recipe = load_recipe(path, overrides)
+    cfg = dataclasses.replace(recipe.eval, **(flags or {}))
+    if path is not None and cfg.model is None and not cfg.predictions:
+        cfg = dataclasses.replace(cfg, model=recipe.model.base_model)
+    if cfg.cpt_table is None:
+        cfg = dataclasses.replace(cfg, cpt_table=recipe.data.cpt_table)
+    return check(from_dict(EvalConfig, to_dict(cfg)), "eval.")
+
+
+def load_demo_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> DemoConfig:
+    """`nyxmed demo`: DemoConfig keys (``cases=1000``) set the demo, recipe keys (``train.epochs=2``)
+    go to its recipe; both checked now, an unknown key named."""
+    sections = {f.name for f in dataclasses.fields(Recipe)}
+    recipe_keys = [o for o in overrides if o.partition("=")[0].strip().split(".")[0] in sections]
+    load(Recipe, None, recipe_keys)  # names a bad recipe key before the demo starts
+    demo_keys = [o for o in overrides if o not in recipe_keys]
+    cfg = load_command(DemoConfig, path, demo_keys)
+    return dataclasses.replace(cfg, overrides=[*cfg.overrides, *recipe_keys])

@@ -63,11 +63,14 @@ CHAT_SYSTEM = "You are a helpful radiology assistant."  # the stand-in's chats; 
 
 
 def load_demo_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> DemoConfig:
-    """Defaults, then the YAML file at ``path``, then ``key=value`` overrides: plain keys set
-    DemoConfig fields (``cases=1000``), dotted keys go to the recipe (``train.epochs=2``)."""
-    cfg = cfgmod.load(DemoConfig, path, [o for o in overrides if "." not in o.partition("=")[0]])
-    cfg.overrides += [o for o in overrides if "." in o.partition("=")[0]]
-    return cfg
+    """Defaults, the YAML file at ``path``, then ``key=value`` overrides: DemoConfig keys set the demo
+    (``cases=1000``), recipe keys go to its recipe (``train.epochs=2``)."""
+    return cfgmod.load_demo_config(path, overrides)
+
+
+def demo_inputs(cfg: DemoConfig) -> list[Path]:
+    """The files the demo reads (its output folder must be none of them)."""
+    return [_in_project(cfg.recipe)]
 
 
 def report_questions(case) -> list[tuple[str, str]]:

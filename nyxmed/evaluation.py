@@ -24,14 +24,14 @@ from nyxmed.codeline import CodeLine, parse
 from nyxmed.codes import cpt as cpt_codes
 from nyxmed.codes import icd10cm
 from nyxmed.config import EvalConfig
-from nyxmed.errors import NotFound, UsageError, VerificationError
+from nyxmed.errors import InputError, NotFound, UsageError, VerificationError
 from nyxmed.io import markdown_table, sha256_file, utc_now, write_atomic
 
 PREDICTIONS, METRICS, REPORT, CHART = "predictions.jsonl", "metrics.json", "report.md", "metrics.png"
 GROUPS = ("modality", "subsection")
 
 
-class BenchmarkMismatch(ValueError):
+class BenchmarkMismatch(InputError):
     """The data does not hold the benchmark's records unchanged; names the missing and changed ids."""
 
 
@@ -66,7 +66,7 @@ def load_gold(data: str | Path, split: str = "heldout", rejects_path: str | Path
     if ds_dir is not None:
         return _gold_from_dataset(ds_dir, split)
     if path.is_dir():
-        raise FileNotFoundError(f"{path} is neither a built dataset folder (no dataset/dataset_dict.json) nor a case file")
+        raise NotFound(f"{path} is neither a built dataset folder (no dataset/dataset_dict.json) nor a case file")
     from nyxmed.sources import read_cases
 
     result = read_cases(path, rejects_path=rejects_path, progress=False)
@@ -86,16 +86,16 @@ def _gold_from_dataset(ds_dir: Path, split: str) -> list[GoldRecord]:
 
     dd = load_from_disk(str(ds_dir))
     if split not in dd:
-        raise ValueError(f"{ds_dir}: no split {split!r} (splits: {', '.join(dd)})")
+        raise InputError(f"{ds_dir}: no split {split!r} (splits: {', '.join(dd)})")
     ds = dd[split]
     needed = ["id", "record_hash", "cpt", "modifiers", "icd", "system", "user", "modality", "subsection"]
     missing = [c for c in needed if c not in ds.column_names]
     if missing:
-        raise ValueError(f"{ds_dir}: split {split!r} lacks column(s) {missing}")
+        raise InputError(f"{ds_dir}: split {split!r} lacks column(s) {missing}")
     out, seen = [], set()
     for row in ds.select_columns(needed):
         if row["id"] in seen:
-            raise ValueError(f"{ds_dir}: split {split!r}: duplicate id {row['id']!r}")
+            raise InputError(f"{ds_dir}: split {split!r}: duplicate id {row['id']!r}")
         seen.add(row["id"])
         out.append(GoldRecord(row["id"], row["record_hash"], CodeLine.of(row["cpt"], row["modifiers"], row["icd"]),
                               row["system"], row["user"], row["modality"] or None, row["subsection"] or None))
@@ -109,7 +109,7 @@ def create_benchmark(data: str | Path, out: str | Path, pool: str = "heldout", n
     out = Path(out)
     gold = load_gold(data, pool, rejects_path=out.with_suffix(".rejects.jsonl"))
     if not gold:
-        raise ValueError(f"{data}: pool {pool!r} holds no records")
+        raise InputError(f"{data}: pool {pool!r} holds no records")
     if n > len(gold):
         print(f"benchmark: pool {pool!r} holds only {len(gold)} records; taking all of them (asked for {n})",
               file=sys.stderr)
@@ -134,9 +134,9 @@ def manifest_hash(records: Sequence[Mapping[str, str]]) -> str:
 def load_benchmark(path: str | Path) -> dict:
     manifest = json.loads(Path(path).read_text(encoding="utf-8"))
     if not isinstance(manifest, dict) or not isinstance(manifest.get("records"), list):
-        raise ValueError(f"{path}: not a benchmark manifest (no 'records' list)")
+        raise InputError(f"{path}: not a benchmark manifest (no 'records' list)")
     if manifest.get("manifest_hash") not in (None, manifest_hash(manifest["records"])):
-        raise ValueError(f"{path}: field 'manifest_hash' does not match its records: the file was edited")
+        raise InputError(f"{path}: field 'manifest_hash' does not match its records: the file was edited")
     return manifest
 
 
@@ -209,15 +209,15 @@ def evaluate_model(cfg: EvalConfig, generator=None) -> dict:
     from nyxmed.generation import Chat, build_generator
 
     if not cfg.data:
-        raise ValueError("evaluate: 'data' (a built dataset folder with system/user prompts) is required")
+        raise UsageError("evaluate: 'data' (a built dataset folder with system/user prompts) is required")
     gold, info = _selected_gold(cfg, cfg.data, Path(cfg.out_dir))
     no_prompt = [g.id for g in gold if g.system is None or g.user is None]
     if no_prompt:
-        raise ValueError(f"{cfg.data}: records {no_prompt[:10]} have no 'system'/'user' prompt: pass a built "
+        raise InputError(f"{cfg.data}: records {no_prompt[:10]} have no 'system'/'user' prompt: pass a built "
                          "dataset folder (nyxmed build-data), or rescore saved outputs with --predictions/--gold")
     if generator is None:
         if not cfg.model:
-            raise ValueError("evaluate: 'model' is required (or --predictions to rescore)")
+            raise UsageError("evaluate: 'model' is required (or --predictions to rescore)")
         generator = build_generator(cfg.backend, cfg.model, cfg.adapter, cfg.batch_size, cfg.max_new_tokens,
                                     cfg.dtype, cfg.device, cfg.endpoint, cfg.api_key_env, cfg.tensor_parallel_size)
     start = time.perf_counter()
@@ -244,16 +244,16 @@ def read_predictions(path: str | Path) -> dict[str, str]:
             try:
                 rec = json.loads(raw)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: not JSON: {exc}") from exc
+                raise InputError(f"{path}:{lineno}: not JSON: {exc}") from exc
             if not isinstance(rec, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
+                raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
             rid, text = rec.get("id"), rec.get("output")
             if rid is None or str(rid).strip() == "":
-                raise ValueError(f"{path}:{lineno}: field 'id' missing")
+                raise InputError(f"{path}:{lineno}: field 'id' missing")
             if text is not None and not isinstance(text, str):
-                raise ValueError(f"{path}:{lineno}: record {rid!r}: field 'output' is not text: {text!r:.80}")
+                raise InputError(f"{path}:{lineno}: record {rid!r}: field 'output' is not text: {text!r:.80}")
             if str(rid) in outputs:
-                raise ValueError(f"{path}:{lineno}: duplicate id {rid!r}")
+                raise InputError(f"{path}:{lineno}: duplicate id {rid!r}")
             outputs[str(rid)] = text or ""
     return outputs
 
@@ -261,18 +261,18 @@ def read_predictions(path: str | Path) -> dict[str, str]:
 def rescore(cfg: EvalConfig) -> dict:
     """Score saved outputs (``cfg.predictions``) against ``cfg.gold``; no model runs."""
     if not (cfg.predictions and cfg.gold):
-        raise ValueError("rescoring needs both 'predictions' (JSONL id/output) and 'gold' (case file or dataset folder)")
+        raise UsageError("rescoring needs both 'predictions' (JSONL id/output) and 'gold' (case file or dataset folder)")
     outputs = read_predictions(cfg.predictions)
     gold, info = _selected_gold(cfg, cfg.gold, Path(cfg.out_dir))
     if cfg.benchmark:
         missing = [g.id for g in gold if g.id not in outputs]
         if missing:
-            raise ValueError(f"{cfg.predictions}: no output for {len(missing)} benchmark record(s): {missing[:20]}")
+            raise InputError(f"{cfg.predictions}: no output for {len(missing)} benchmark record(s): {missing[:20]}")
     else:
         known = {g.id for g in gold}
         unknown = [rid for rid in outputs if rid not in known]
         if unknown:
-            raise ValueError(f"{cfg.predictions}: {len(unknown)} id(s) not in the gold {cfg.gold}: {unknown[:20]}")
+            raise InputError(f"{cfg.predictions}: {len(unknown)} id(s) not in the gold {cfg.gold}: {unknown[:20]}")
         gold = [g for g in gold if g.id in outputs]
     info.update({"predictions": str(cfg.predictions),
                  "created_at": utc_now()})
@@ -289,7 +289,7 @@ def read_eval_loss(path: str | Path) -> list[tuple[int, float]]:
     """(step, eval_loss) pairs from a training_metrics.json ``log_history``."""
     history = json.loads(Path(path).read_text(encoding="utf-8")).get("log_history")
     if not isinstance(history, list):
-        raise ValueError(f"{path}: field 'log_history' is missing or not a list")
+        raise InputError(f"{path}: field 'log_history' is missing or not a list")
     return [(int(h["step"]), float(h["eval_loss"])) for h in history if isinstance(h, dict) and "eval_loss" in h]
 
 
@@ -425,7 +425,7 @@ def compare_runs(a_dir: str | Path, b_dir: str | Path, resamples: int = 1000, se
     try:
         table = metrics.compare_tables(a, b, resamples, seed)
     except ValueError as exc:
-        raise ValueError(f"cannot compare {a_dir} with {b_dir}: {exc}") from exc
+        raise InputError(f"cannot compare {a_dir} with {b_dir}: {exc}") from exc
     return {"a": str(a_dir), "b": str(b_dir), "n": a.n, "bootstrap": {"resamples": resamples, "seed": seed},
             "metrics": table}
 
@@ -450,3 +450,22 @@ def write_comparison(comparison: Mapping[str, Any], out_dir: str | Path, labels:
     write_atomic(out / "comparison.json", json.dumps(comparison, indent=1) + "\n")
     write_atomic(out / "comparison.md", "# Comparison\n\n" + comparison_markdown(comparison, labels))
     return out
+
+
+def eval_inputs(cfg: EvalConfig) -> list[str | None]:
+    """Every path an evaluation reads (the output folder must be none of them)."""
+    return [cfg.model, cfg.adapter, cfg.data, cfg.benchmark, cfg.predictions, cfg.gold, cfg.training_metrics,
+            cfg.cpt_table]
+
+
+def summary_table(summary: Mapping[str, Any], title: str | Path):
+    """A rich table of the headline metrics with their 95% CIs."""
+    from rich.table import Table
+
+    table = Table(title=f"{title} (n={summary['n']})")
+    for col in ("metric", "value", "95% CI"):
+        table.add_column(col)
+    for name in metrics.AGGREGATE_METRICS:
+        lo, hi = summary["ci95"][name]
+        table.add_row(name, f"{summary[name]:.4f}", "–" if lo is None else f"[{lo:.4f}, {hi:.4f}]")
+    return table

@@ -22,7 +22,7 @@ from typing import Protocol, Sequence
 
 from tqdm.auto import tqdm
 
-from nyxmed.errors import RemoteError, UsageError
+from nyxmed.errors import NotFound, RemoteError, UsageError
 from nyxmed.prompts import render_prompt  # the one prompt path, shared with training
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ END_OF_TURN = "<|eot_id|>"
 BACKENDS = ("transformers", "vllm", "openai")
 
 
-class BackendUnavailable(RuntimeError):
+class BackendUnavailable(UsageError, RuntimeError):
     """The requested backend cannot run here (a package is missing); the message says how to fix it."""
 
 
@@ -82,7 +82,7 @@ def load_transformers(model: str, adapter: str | None = None, dtype: str = "auto
         from peft import PeftModel
 
         if not (Path(adapter) / "adapter_config.json").exists():
-            raise FileNotFoundError(f"adapter folder {adapter!r} has no adapter_config.json")
+            raise NotFound(f"adapter folder {adapter!r} has no adapter_config.json")
         lm = PeftModel.from_pretrained(lm, adapter)
     if device != "cuda":
         lm = lm.to(device)

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+from nyxmed.errors import OutputConflict
+
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
@@ -119,7 +121,7 @@ def atomic_dir(dest: str | os.PathLike, replace: bool = True) -> Iterator[Path]:
     try:
         yield tmp
         if dest.exists() and not replace:
-            raise FileExistsError(f"{dest}: appeared while it was being written; not replacing it")
+            raise OutputConflict(f"{dest}: appeared while it was being written; not replacing it")
         replace_dir(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -152,3 +154,20 @@ def fresh_output_dir(path: str | os.PathLike) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     (path / OWNED_MARKER).write_text("written by nyxmed; the next run into this folder replaces it\n")
     return path
+
+
+def check_outputs(inputs: Iterable[str | os.PathLike | None], outputs: Iterable[str | os.PathLike | None]) -> None:
+    """Refuse, before anything is written, an output that is, contains or lies inside an input.
+
+    Paths are compared as resolved real paths (symlinks followed); ``None`` and URLs
+    (``postgresql://...``) are skipped. Raises :class:`~nyxmed.errors.OutputConflict` naming both.
+    """
+    real_inputs = [(p, Path(p).resolve()) for p in inputs if p is not None and "://" not in str(p)]
+    for out in outputs:
+        if out is None or "://" in str(out):
+            continue
+        real_out = Path(out).resolve()
+        for given, real_in in real_inputs:
+            if real_out == real_in or real_out in real_in.parents or real_in in real_out.parents:
+                raise OutputConflict(f"output {str(out)!r} overlaps input {str(given)!r} (is, contains or lies "
+                                     "inside it): nothing written; choose another output path")

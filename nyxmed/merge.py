@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from nyxmed.codes import icd10cm
-from nyxmed.errors import VerificationError
+from nyxmed.errors import NyxmedError, UsageError, VerificationError
 from nyxmed.io import atomic_dir, sha256_file, utc_now, write_json
 from nyxmed.provenance import base_fingerprint
 
@@ -51,7 +51,7 @@ PROBES = [
 ]
 
 
-class MergeError(RuntimeError):
+class MergeError(NyxmedError, RuntimeError):
     """The merge cannot run (bad inputs); raised before any heavy work."""
 
 
@@ -59,7 +59,7 @@ class BaseMismatchError(MergeError, VerificationError):
     """The adapter was trained on a different base than the one given."""
 
 
-class MergeVerificationError(MergeError):
+class MergeVerificationError(MergeError, VerificationError):
     """The merged model does not reproduce base+adapter on the probes; nothing was saved."""
 
 

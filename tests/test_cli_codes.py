@@ -61,11 +61,11 @@ def test_codes_check_with_licensed_table(tmp_path, capsys):
     assert out[0]["cpt_table"] == str(table)
 
 
-def test_codes_check_bad_table_exits_2_naming_the_line(tmp_path, capsys):
+def test_codes_check_bad_table_exits_3_naming_the_line(tmp_path, capsys):
     table = tmp_path / "cpt.csv"
     table.write_text("code,description\n74177,placeholder\n7417,bad\n", encoding="utf-8")
     code, out, err = _run(capsys, ["codes", "check", "74177", "--cpt-table", str(table)])
-    assert code == 2 and out is None
+    assert code == 3 and out is None  # InputError (docs/exit-codes.md)
     assert f"{table}:3" in err and "'7417'" in err
 
 

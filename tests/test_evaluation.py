@@ -173,7 +173,7 @@ def test_benchmark_refuses_missing_or_changed_records(data_dir, tmp_path, capsys
     with pytest.raises(E.BenchmarkMismatch, match=r"1 missing \(ids \['case-5'\]\).*1 changed.*'case-3'"):
         E.run(EvalConfig(predictions=str(preds), gold=str(changed), benchmark=str(bench), out_dir=str(tmp_path / "x")))
     assert main(["evaluate", "--predictions", str(preds), "--gold", str(changed), "--benchmark", str(bench),
-                 "--out", str(tmp_path / "y")]) == 2
+                 "--out", str(tmp_path / "y")]) == 3  # InputError (docs/exit-codes.md)
     assert "case-5" in capsys.readouterr().err and not (tmp_path / "y" / "metrics.json").exists()
     edited = json.loads(bench.read_text())
     edited["records"][0]["record_hash"] = "0" * 64
@@ -203,7 +203,7 @@ def test_compare_runs_and_refusal(data_dir, tmp_path, capsys):
                      gold=str(data_dir), out_dir=str(tmp_path / "c"), bootstrap=50))
     with pytest.raises(ValueError, match="different records.*case-4"):
         E.compare_runs(tmp_path / "a", tmp_path / "c")
-    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "c")]) == 2
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "c")]) == 3  # InputError (docs/exit-codes.md)
     assert "different records" in capsys.readouterr().err
 
 

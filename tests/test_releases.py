@@ -138,7 +138,7 @@ def test_cli_register_promote_rollback_history(tmp_path, trained_adapter_dir, ca
     actions = [json.loads(line)["action"] for line in capsys.readouterr().out.splitlines()]
     assert actions == ["register", "register", "register", "promote", "rollback"]
     assert LocalRegistry(reg).production() == "v3-epoch1"
-    assert main(["releases", "--registry", reg, "promote", "v9"]) == 1
+    assert main(["releases", "--registry", reg, "promote", "v9"]) == 4  # NotFound (docs/exit-codes.md)
     assert "nyxmed releases promote: version 'v9' is not in" in capsys.readouterr().err
 
 

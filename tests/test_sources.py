@@ -367,7 +367,7 @@ def test_cli_validate(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "invalid ICD-10-CM code 'Z99.99'" in out and "rej.jsonl" in out
     assert json.loads(counts_path_for(rejects).read_text())["rejected"] == 1
-    assert cli_main(["validate", str(tmp_path / "missing.csv")]) == 2
+    assert cli_main(["validate", str(tmp_path / "missing.csv")]) == 3  # InputError (docs/exit-codes.md)
     assert "missing.csv: no such file" in capsys.readouterr().err
 
 
@@ -548,7 +548,7 @@ def test_licensed_cpt_table_makes_cpt_strict(tmp_path, capsys):
     assert cli_main(["validate", str(src), "--cpt-table", str(table), "--rejects", str(tmp_path / "r.jsonl")]) == 0
     (reject,) = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert (reject["id"], reject["field"]) == ("c1", "cpt") and "'74176' not in the licensed table" in reject["reason"]
-    assert cli_main(["validate", str(src), "--cpt-table", str(tmp_path / "none.csv")]) == 2
+    assert cli_main(["validate", str(src), "--cpt-table", str(tmp_path / "none.csv")]) == 4  # NotFound (docs/exit-codes.md)
     assert "--cpt-table" in capsys.readouterr().err
 
 

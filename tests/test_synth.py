@@ -178,5 +178,5 @@ def test_cli_writes_the_cases_as_jsonl(tmp_path, capsys):
     lines = out.read_text().splitlines()
     assert [json.loads(line) for line in lines] == [c.to_record() for c in generate_cases(60, 3)]
     assert len(read_cases(out).cases) == 60
-    assert main(["synth", "--n", "5", "--out", str(tmp_path / "cases.txt")]) == 2
+    assert main(["synth", "--n", "5", "--out", str(tmp_path / "cases.txt")]) == 3  # InputError (docs/exit-codes.md)
     assert "unknown case file format" in capsys.readouterr().err

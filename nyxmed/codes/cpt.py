@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nyxmed.errors import InputError, NotFound
+
 # [0-9], not \d: \d also matches other scripts' digits ("١٢٣٤٥"), which are no CPT code.
 CATEGORY_I = re.compile(r"^[0-9]{5}$")
 CATEGORY_II = re.compile(r"^[0-9]{4}F$")
@@ -111,3 +113,15 @@ class CptTable:
         """Valid shape, and listed in the table when a table is loaded."""
         c = normalize(code)
         return kind(c) is not None and (not self.strict or c in self.descriptions)
+
+
+def load_cpt_table(path: str | Path | None) -> CptTable | None:
+    """The licensed table at ``path`` (None: no table); a missing or bad file is a user error naming it."""
+    if path is None:
+        return None
+    try:
+        return CptTable.from_csv(path)
+    except FileNotFoundError as exc:
+        raise NotFound(f"--cpt-table: no file at {str(path)!r}") from exc
+    except (OSError, ValueError) as exc:
+        raise InputError(f"--cpt-table: {exc}") from exc

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from safetensors import safe_open
 
+from nyxmed.errors import VerificationError
 from nyxmed.io import replace_dir, sha256_file, write_json
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -22,7 +23,7 @@ CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 _DROP_FROM_EXPORT = ("training_args.bin",)
 
 
-class AdapterError(RuntimeError):
+class AdapterError(VerificationError, RuntimeError):
     """A saved adapter is missing, empty or shaped unlike the trained model (the ZeRO-3 save pitfall)."""
 
 

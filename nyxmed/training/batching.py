@@ -9,6 +9,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from datasets import Dataset, DatasetDict, load_from_disk
 
+from nyxmed.errors import InputError, NotFound
 from nyxmed.training.loss import IGNORE_INDEX
 
 # Columns the trainer consumes; every other column of the built dataset is dropped before batching.
@@ -24,20 +25,20 @@ def load_training_splits(dataset_dir: str | Path, max_length: int) -> tuple[Data
     """
     path = Path(dataset_dir)
     if not path.exists():
-        raise FileNotFoundError(f"train.dataset_dir: {path} does not exist (build it with `nyxmed build-data`)")
+        raise NotFound(f"train.dataset_dir: {path} does not exist (build it with `nyxmed build-data`)")
     data = load_from_disk(str(path))
     if not isinstance(data, DatasetDict):
-        raise ValueError(f"train.dataset_dir: {path} holds a single Dataset, expected a DatasetDict with {SPLITS}")
+        raise InputError(f"train.dataset_dir: {path} holds a single Dataset, expected a DatasetDict with {SPLITS}")
     out = []
     for split in SPLITS:
         if split not in data:
-            raise ValueError(f"train.dataset_dir: {path} has no '{split}' split (has {sorted(data)})")
+            raise InputError(f"train.dataset_dir: {path} has no '{split}' split (has {sorted(data)})")
         ds = data[split]
         missing = [c for c in TRAIN_COLUMNS if c not in ds.column_names]
         if missing:
-            raise ValueError(f"train.dataset_dir: split '{split}' lacks column '{missing[0]}'")
+            raise InputError(f"train.dataset_dir: split '{split}' lacks column '{missing[0]}'")
         if len(ds) == 0:
-            raise ValueError(f"train.dataset_dir: split '{split}' is empty")
+            raise InputError(f"train.dataset_dir: split '{split}' is empty")
         _check_records(ds, split, max_length)
         out.append(ds.select_columns(list(TRAIN_COLUMNS)))
     return out[0], out[1]
@@ -48,13 +49,13 @@ def _check_records(ds: Dataset, split: str, max_length: int) -> None:
     for rid, ids_, labels, weight in zip(ids, ds["input_ids"], ds["labels"], ds["weight"]):
         where = f"split '{split}' record {rid}"
         if len(labels) != len(ids_):
-            raise ValueError(f"{where}: field labels has {len(labels)} entries, input_ids {len(ids_)}")
+            raise InputError(f"{where}: field labels has {len(labels)} entries, input_ids {len(ids_)}")
         if len(ids_) > max_length:
-            raise ValueError(f"{where}: field input_ids has {len(ids_)} tokens > prompt.max_length={max_length}")
+            raise InputError(f"{where}: field input_ids has {len(ids_)} tokens > prompt.max_length={max_length}")
         if all(t == IGNORE_INDEX for t in labels[1:]):
-            raise ValueError(f"{where}: field labels has no answer tokens (all -100)")
+            raise InputError(f"{where}: field labels has no answer tokens (all -100)")
         if not weight > 0:
-            raise ValueError(f"{where}: field weight is {weight!r}, must be > 0")
+            raise InputError(f"{where}: field weight is {weight!r}, must be > 0")
 
 
 @dataclass

@@ -12,12 +12,13 @@ import importlib
 from typing import Any
 
 from nyxmed.config import TrainConfig
+from nyxmed.errors import UsageError
 
 LIGER_KERNELS = {"rope": True, "rms_norm": True, "swiglu": True, "cross_entropy": False,
                  "fused_linear_cross_entropy": False}
 
 
-class KernelsUnavailable(RuntimeError):
+class KernelsUnavailable(UsageError, RuntimeError):
     """``train.use_liger`` is on but Liger Kernel (or a CUDA GPU) is not there."""
 
 

@@ -21,6 +21,7 @@ from nyxmed import config as cfgmod
 from nyxmed.codes import icd10cm
 from nyxmed.config import Recipe
 from nyxmed.provenance import base_fingerprint, local_model_dir
+from nyxmed.errors import NotFound, OutputConflict
 from nyxmed.training.kernels import apply_liger
 from nyxmed.training.packing import PackingCollator, check_packing_supported
 from nyxmed.io import read_json, sha256_file, write_json
@@ -62,7 +63,7 @@ def resolve_deepspeed(path: str | None) -> str | None:
     for candidate in (p, PROJECT_ROOT / p) if not p.is_absolute() else (p,):
         if candidate.is_file():
             return str(candidate.resolve())
-    raise FileNotFoundError(f"train.deepspeed: {path} not found (looked in {Path.cwd()} and {PROJECT_ROOT})")
+    raise NotFound(f"train.deepspeed: {path} not found (looked in {Path.cwd()} and {PROJECT_ROOT})")
 
 
 def common_arguments(recipe: Recipe, checkpoint_dir: Path) -> dict[str, Any]:
@@ -190,11 +191,11 @@ def resume_point(recipe: Recipe, checkpoint_dir: Path, is_writer: bool) -> str |
     complete = artifacts.complete_checkpoints(checkpoint_dir)
     if not recipe.train.resume:
         if checkpoint_dir.is_dir() and any(artifacts.CHECKPOINT_RE.match(p.name) for p in checkpoint_dir.iterdir()):
-            raise FileExistsError(f"{checkpoint_dir} holds checkpoints of an earlier run: pass --resume "
+            raise OutputConflict(f"{checkpoint_dir} holds checkpoints of an earlier run: pass --resume "
                                   f"(train.resume=true) to continue it, or set a new train.output_dir")
         return None
     if not complete:
-        raise FileNotFoundError(f"train.resume=true but {checkpoint_dir} holds no complete checkpoint")
+        raise NotFound(f"train.resume=true but {checkpoint_dir} holds no complete checkpoint")
     if is_writer:  # checkpoints cut off mid-save are newer than the resume point; the run rewrites them
         artifacts.remove_incomplete_checkpoints(checkpoint_dir)
     return str(complete[-1])

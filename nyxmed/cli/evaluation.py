@@ -1,0 +1,64 @@
+"""`nyxmed evaluate`, `nyxmed benchmark create` and `nyxmed compare`."""
+
+from __future__ import annotations
+
+import argparse
+
+from nyxmed.cli import options
+from nyxmed.cli.show import print_json
+from nyxmed.config import BenchmarkConfig, CompareConfig, EvalConfig
+
+
+def register(sub) -> None:
+    options.add_command(sub, "evaluate", EvalConfig, evaluate,
+                        "run a model on a benchmark, or rescore saved predictions (docs/metrics.md)",
+                        config_help="recipe YAML: its `eval` section (and model.base_model) give the defaults",
+                        overrides_help="dotted recipe overrides, e.g. eval.backend=vllm eval.batch_size=16")
+
+    p = sub.add_parser("benchmark", help="benchmark manifests")
+    bsub = p.add_subparsers(dest="benchmark_cmd", required=True)
+    options.add_command(bsub, "create", BenchmarkConfig, benchmark_create,
+                        "sample records (seeded) and pin their ids and content hashes")
+
+    p = sub.add_parser("compare", help="compare two evaluation folders: differences, paired bootstrap CIs, McNemar")
+    p.add_argument("a", help="evaluation folder A (e.g. the current release)")
+    p.add_argument("b", help="evaluation folder B (e.g. the candidate)")
+    options.add_config_arguments(p, CompareConfig)
+    p.set_defaults(func=compare)
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from nyxmed.config import load_eval_config
+    from nyxmed.evaluation import eval_inputs, run, summary_table
+    from nyxmed.io import check_outputs
+
+    cfg = load_eval_config(args.config, args.overrides, options.flags(args))
+    check_outputs([args.config, *eval_inputs(cfg)], [cfg.out_dir])
+    Console().print(summary_table(run(cfg), cfg.out_dir))
+    return 0
+
+
+def benchmark_create(args: argparse.Namespace) -> int:
+    from nyxmed.evaluation import create_benchmark
+    from nyxmed.io import check_outputs
+
+    cfg = options.load(BenchmarkConfig, args)
+    check_outputs([args.config, cfg.data], [cfg.out])
+    manifest = create_benchmark(cfg.data, cfg.out, cfg.pool, cfg.n, cfg.seed, cfg.name)
+    print_json({k: manifest[k] for k in ("name", "pool", "n", "seed", "source", "manifest_hash")} | {"out": cfg.out})
+    return 0
+
+
+def compare(args: argparse.Namespace) -> int:
+    from nyxmed.evaluation import compare_runs, comparison_markdown, write_comparison
+    from nyxmed.io import check_outputs
+
+    cfg = options.load(CompareConfig, args)
+    check_outputs([args.config, args.a, args.b], [cfg.out])
+    comparison = compare_runs(args.a, args.b, cfg.bootstrap, cfg.seed)
+    if cfg.out:
+        write_comparison(comparison, cfg.out)
+    print(comparison_markdown(comparison))
+    return 0
