@@ -407,12 +407,9 @@ class ReleaseConfig:
 
 
 @dataclass(frozen=True)
-class CodeConfig:
-    """`nyxmed code`: code new reports with a model, an adapter and the preprocessor it was trained with."""
+class CoderConfig:
+    """The coder of `nyxmed code` and `nyxmed serve`: a release, or a model, adapter and preprocessor."""
 
-    text: str | None = _opt("one report given as text instead of SOURCE")
-    query: str | None = _opt("SQL query for a PostgreSQL source (or @file.sql)")
-    map: list[str] = _val([], "rename a source column to a report field: COLUMN=FIELD (repeatable)")
     release: str | None = _opt("local release registry folder: code with its production version (or --version), "
                                "its adapter and its preprocessor")
     model: str | None = _opt("base or merged model folder (the served model name for --backend openai); "
@@ -432,8 +429,28 @@ class CodeConfig:
     device: str = _val("auto", "auto | cpu | cuda", choices=DEVICES)
     tensor_parallel_size: int = _val(1, "vLLM tensor parallel GPUs", minimum=1)
     cpt_table: str | None = _opt("licensed CPT table (CSV): strict CPT validity for invalid_codes")
+
+
+@dataclass(frozen=True)
+class CodeConfig(CoderConfig):
+    """`nyxmed code`: code new reports with a model, an adapter and the preprocessor it was trained with."""
+
+    text: str | None = _opt("one report given as text instead of SOURCE")
+    query: str | None = _opt("SQL query for a PostgreSQL source (or @file.sql)")
+    map: list[str] = _val([], "rename a source column to a report field: COLUMN=FIELD (repeatable)")
     out: str | None = _opt("coded reports, one JSON line each (written atomically)")
     rejects: str | None = _opt("reports that could not be coded (JSONL id/line/field/reason) and counts beside it")
+
+
+@dataclass(frozen=True)
+class ServeConfig(CoderConfig):
+    """`nyxmed serve`: the HTTP JSON API in front of a coder (docs/coding.md)."""
+
+    host: str = _val("127.0.0.1", "address to bind (loopback by default)")
+    port: int = _val(8080, "port to listen on", minimum=1)
+    token_env: str | None = _opt("environment variable holding the bearer token every request must carry")
+    max_request_bytes: int = _val(1 << 20, "largest request body accepted (413 beyond)", minimum=1)
+    max_reports: int = _val(256, "most reports in one request", minimum=1)
 
 
 @dataclass

@@ -7,7 +7,8 @@ input 422 naming the field. The generator is in-process (transformers) or an ups
 OpenAI-compatible engine (``vllm serve``), which then does the batching.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: FastAPI reads the request models from the annotations of
+# handlers defined inside create_app, which must be real types, not strings.
 
 import hmac
 import threading
@@ -68,7 +69,7 @@ async def _too_large(send, max_bytes: int) -> None:
 def create_app(coder: Coder, token: str | None = None, max_request_bytes: int = 1 << 20, max_reports: int = 256):
     """The ASGI app serving ``coder``; ``token`` (when set) is required as ``Authorization: Bearer``."""
     _require_fastapi()
-    from fastapi import Depends, FastAPI, Header, HTTPException
+    from fastapi import Body, Depends, FastAPI, Header, HTTPException
     from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
     class Report(BaseModel):
@@ -103,7 +104,7 @@ def create_app(coder: Coder, token: str | None = None, max_request_bytes: int = 
         return coder.describe()
 
     @app.post("/v1/code", dependencies=[Depends(authorized)])
-    def code(body: Batch | Report) -> dict[str, Any]:
+    def code(body: Batch | Report = Body()) -> dict[str, Any]:
         reports = body.reports if isinstance(body, Batch) else [body]
         cases, seen = [], set()
         for i, r in enumerate(reports):

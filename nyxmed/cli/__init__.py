@@ -12,11 +12,11 @@ import re
 import sys
 import traceback
 
-from nyxmed.cli import codes, code, data, demo, evaluation, releases, train
+from nyxmed.cli import codes, code, data, demo, evaluation, releases, serve, train
 from nyxmed.errors import NyxmedError
 
 OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
-GROUPS = (codes, data, train, evaluation, releases, demo, code)  # each has register(subparsers)
+GROUPS = (codes, data, train, evaluation, releases, demo, code, serve)  # each has register(subparsers)
 
 
 def build_parser() -> argparse.ArgumentParser:
