@@ -69,6 +69,7 @@ def _source_entry(spec: str, role: str, counts: dict[str, Any]) -> dict[str, Any
 def collect_cases(recipe: Recipe, cases: Sequence[Case] | None, out_dir: Path) -> SourceCases:
     """Reviewed cases (given, read from ``data.sources``, or synthetic) and the filtered ``retained`` pool."""
     from nyxmed import sources
+    from nyxmed.releases.parent import parent_training_records
 
     cfg = recipe.data
     table = cpt_codes.CptTable.from_csv(cfg.cpt_table) if cfg.cpt_table else None
@@ -94,16 +95,16 @@ def collect_cases(recipe: Recipe, cases: Sequence[Case] | None, out_dir: Path) -
         entries.append({"source": f"synthetic(n={cfg.synth_n}, seed={cfg.synth_seed})", "role": "reviewed",
                               "accepted": len(generated)})
     if cfg.retained:
-        ids, hashes = load_previous_training(cfg.previous_manifest) if cfg.previous_manifest else (set(), set())
+        previous = cfg.previous_manifest or parent_training_records(recipe.model.base_model)
+        ids, hashes = load_previous_training(previous) if previous else (set(), set())
         for i, spec in enumerate(cfg.retained):
             read = sources.read_cases(spec, cpt_table=table, rejects_path=out_dir / "rejects" / f"retained-{i}.jsonl")
             fresh = [c for c in read.cases if c.id not in ids and c.content_hash not in hashes]
             counts["retained_filtered_by_previous_manifest"] += len(read.cases) - len(fresh)
             add(fresh, "retained")
             entries.append(_source_entry(spec, "retained", read.counts))
-        if cfg.previous_manifest:
-            entries.append({"source": cfg.previous_manifest, "role": "previous_manifest",
-                                  "sha256": sha256_file(cfg.previous_manifest)})
+        if previous:
+            entries.append({"source": str(previous), "role": "previous_manifest", "sha256": sha256_file(previous)})
     # one record per id: the first source wins (reviewed before retained)
     seen: set[str] = set()
     keep = []
@@ -393,7 +394,8 @@ def manifest(recipe: Recipe, tokenizer, found: SourceCases, kept: Deduplicated, 
             "by_role": {r: sum(by_role_split[r].values()) for r in ROLES},
             "by_role_split": by_role_split,
         },
-        "weights": {"specificity": float(dcfg.specificity_weight), "other": 1.0, "sum_by_split": weight_sum},
+        "weights": {**{r: role_weight(r, dcfg) for r in ("specificity", "primary")}, "other": 1.0,
+                    "sum_by_split": weight_sum},
         "blocked_retrievals": retrieved.neighbours.blocked,
         "leakage_measure": guard.measure, "leakage_threshold": guard.threshold,
         "truncation": {"max_length": recipe.prompt.max_length, "shortened_records": tokens.truncated.get("records", 0),
@@ -455,8 +457,8 @@ def composition_table(manifest: dict[str, Any]):
     table.add_column("total", justify="right")
     table.add_column("weight", justify="right")
     for role in ROLES:
-        row = counts["by_role_split"][role]
-        w = manifest["weights"]["specificity"] if role == "specificity" else manifest["weights"]["other"]
+        row = counts["by_role_split"].get(role, {s: 0 for s in SPLITS})  # manifests from before a role existed
+        w = manifest["weights"].get(role, manifest["weights"]["other"])
         table.add_row(role, *(str(row[s]) for s in SPLITS), str(sum(row.values())), f"{w:g}")
     table.add_row("all", *(str(counts["by_split"][s]) for s in SPLITS), str(sum(counts["by_split"].values())), "",
                   style="bold")
