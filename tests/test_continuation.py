@@ -130,3 +130,24 @@ def test_v2_from_the_v1_release_records_lineage_compares_and_rolls_back(tmp_path
                                 "adapter_sha256": v1["files"]["adapter_model.safetensors"]["sha256"]}
     assert coder.preprocessor.id != registry.release("v2")["preprocessor"]["id"]
     assert sha256_file(registry.path("v1") / "adapter_model.safetensors") == coder.adapter_sha256
+
+
+def test_release_spec_parsing_and_errors(tmp_path):
+    from nyxmed.config import ModelConfig
+    from nyxmed.errors import NotFound, UsageError
+    from nyxmed.releases import LocalRegistry
+    from nyxmed.releases.parent import parse_release_spec, release_of, tokenizer_source
+
+    assert parse_release_spec("release:out/registry") == ("out/registry", None)
+    assert parse_release_spec("release:out/registry:v17") == ("out/registry", "v17")
+    assert parse_release_spec("meta-llama/Meta-Llama-3-70B-Instruct") is None
+    assert release_of("/models/base") is None
+    assert tokenizer_source(ModelConfig(base_model="/models/base")) == "/models/base"
+    with pytest.raises(UsageError, match="release:REGISTRY"):
+        parse_release_spec("release::v1")
+    with pytest.raises(UsageError, match="no registry folder"):
+        release_of(f"release:{tmp_path / 'absent'}")
+    assert not (tmp_path / "absent").exists()  # a typo never creates an empty registry
+    LocalRegistry(tmp_path / "empty")
+    with pytest.raises(NotFound, match="no production version"):
+        release_of(f"release:{tmp_path / 'empty'}")
