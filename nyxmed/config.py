@@ -48,6 +48,9 @@ class DataConfig:
     specificity_weight: int = 3
     primary_ids: list[str] = field(default_factory=list)  # primary-ICD corrections besides those original_codes shows
     primary_weight: int = 2
+    # Prompts from: "auto" = the parent release's preprocessor when model.base_model is release:... and the
+    # release carries all of it, else a new one from the train split; "new"; or a saved preprocessor folder.
+    preprocessor: str = "auto"
     heldout_size: float = 0.15  # fraction (<1) or count (>=1); the V17 recipe holds out 5,950
     val_size: int = 250
     seed: int = 17

@@ -9,6 +9,7 @@ holds ``dataset/`` (splits ``train``, ``validation``, ``heldout``), ``manifest.j
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -241,12 +242,34 @@ class Retrieved:
 
     preprocessor: Preprocessor
     neighbours: Neighbours
+    reused_from: Path | None = None  # the saved preprocessor reused as it is (data.preprocessor)
+
+
+def reused_preprocessor(recipe: Recipe) -> Path | None:
+    """The saved preprocessor ``data.preprocessor`` names for this build's prompts, or None for a new one."""
+    choice = recipe.data.preprocessor
+    if choice == "new":
+        return None
+    if choice != "auto":
+        return Path(choice)
+    from nyxmed.releases.parent import release_of
+
+    parent = release_of(recipe.model.base_model)
+    return parent.preprocessor if parent else None
 
 
 def retrieve(kept: Deduplicated, splits: Splits, emb: Embeddings, recipe: Recipe, tokenizer,
              progress: bool) -> Retrieved:
-    """Every case queries the train split only, through the leakage defense."""
+    """Every case queries the train split only (or a reused preprocessor's pool), through the leakage defense."""
     train_rows, vectors = splits.train, emb.vectors
+    reused = reused_preprocessor(recipe)
+    if reused is not None:
+        pre = Preprocessor.load(reused, tokenizer)
+        fp, vectors = pre.query_fingerprints(kept.cases, kept.texts, progress)
+        pool_row = {c.id: r for r, c in enumerate(pre.pool)}  # a case in the pool never retrieves itself
+        self_rows = np.array([pool_row.get(c.id, -1) for c in kept.cases], np.int64)
+        return Retrieved(pre, pre.search.search(kept.texts, fp, self_rows, dense_queries=vectors, progress=progress),
+                         reused)
     fp = Fingerprints.of(kept.cases, vectors if vectors is not None else kept.signatures)
     pre = Preprocessor([kept.cases[i] for i in train_rows], fp.take(train_rows), recipe.retrieval, recipe.prompt,
                        prompts.load_rules(recipe.prompt.rules_file), tokenizer)
@@ -342,7 +365,12 @@ def save(kept: Deduplicated, tokens: Tokenized, built: Prompts, retrieved: Retri
         tables[name] = _split_table(rows_out, tokens.encoded[name])
     dataset = _save_dataset(tables, out_dir)
     write_atomic(out_dir / "records.jsonl", jsonl_text(records))
-    preprocessor_id = retrieved.preprocessor.save(out_dir / "preprocessor")
+    if retrieved.reused_from is not None:  # the same files, so the same preprocessor_id as the parent's
+        with atomic_dir(out_dir / "preprocessor", replace=True) as tmp:
+            shutil.copytree(retrieved.reused_from, tmp, dirs_exist_ok=True, copy_function=shutil.copyfile)
+        preprocessor_id = retrieved.preprocessor.id
+    else:
+        preprocessor_id = retrieved.preprocessor.save(out_dir / "preprocessor")
     if recipe.data.write_cases:
         from nyxmed.sources import write_cases
 

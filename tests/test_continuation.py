@@ -65,14 +65,21 @@ def test_v2_from_the_v1_release_records_lineage_compares_and_rolls_back(tmp_path
                   if r["split"] == "train"}
 
     # v2 from release: (production = v1), primary corrections weighted, the retained set holds v1's training cases
+    from transformers import AutoTokenizer
+
     retained = tmp_path / "retained.jsonl"
     write_cases([c for c in cases[:60] if c.id in trained_v1][:10] + cases[110:], retained)
     spec = f"release:{registry.root}"
-    r2 = _recipe(tmp_path, "v2", spec, "data.primary_weight=4", f"data.retained=[{retained}]")
+    # the parent's preprocessor by default: the same prompts machinery, the same id
+    reuse = _recipe(tmp_path, "v2-reuse", spec)
+    reused = build_dataset(reuse, AutoTokenizer.from_pretrained(parent_mod.tokenizer_source(reuse.model)),
+                           cases[60:90], progress=False)
+    assert reused.manifest["preprocessor_id"] == v1["preprocessor"]["id"]
+    # v2 builds a new preprocessor, which ships with its adapter
+    r2 = _recipe(tmp_path, "v2", spec, "data.primary_weight=4", f"data.retained=[{retained}]",
+                 "data.preprocessor=new")
     tokenizer = parent_mod.tokenizer_source(r2.model)
     assert tokenizer == str(registry.path("v1"))  # the release carries its tokenizer: no merge for build-data
-    from transformers import AutoTokenizer
-
     built2 = build_dataset(r2, AutoTokenizer.from_pretrained(tokenizer), _primary_corrections(cases[60:110]),
                            progress=False)
     counts, weights = built2.manifest["counts"], built2.manifest["weights"]
