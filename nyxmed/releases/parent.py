@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nyxmed.config import ModelConfig
 from nyxmed.errors import UsageError
 from nyxmed.io import read_json, sha256_text
 from nyxmed.releases.staging import TRAINING_RECORDS
 
 RELEASE_SCHEME = "release:"
-DEFAULT_MERGE_CACHE = "out/merged"  # model.merge_cache default: merged parents, one folder per content hash
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def release_of(spec: str | None, cache_dir: str | os.PathLike | None = None,
         model_dir = parts.folder
     else:
         key = sha256_text(f"{parts.adapter_sha256}\0{fingerprint or parts.base_model}\0{dtype}")[:16]
-        model_dir = Path(cache_dir or DEFAULT_MERGE_CACHE) / f"{parts.version}-{key}"
+        model_dir = Path(cache_dir or ModelConfig().merge_cache) / f"{parts.version}-{key}"
     return ParentRelease(registry_dir, parts.version, parts.kind, parts.folder, model_dir, parts.adapter_sha256,
                          fingerprint, parts.preprocessor, parts.preprocessor_id)
 
@@ -161,6 +161,6 @@ def lineage_rows(registry: Any) -> list[dict[str, Any]]:
             for r in registry.versions()]
 
 
-__all__ = ["DEFAULT_MERGE_CACHE", "ParentRelease", "RELEASE_SCHEME", "compare_with_parent", "lineage_rows",
+__all__ = ["ParentRelease", "RELEASE_SCHEME", "compare_with_parent", "lineage_rows",
            "resolve_model", "parent_training_records", "parse_release_spec", "release_of", "resolve_parent",
            "tokenizer_source"]
