@@ -16,7 +16,7 @@ from nyxmed.codes import icd10cm
 from nyxmed.config import DataConfig
 from nyxmed.retrieval import neardup
 
-ROLES = ("reviewed", "specificity", "hard", "retained")
+ROLES = ("reviewed", "specificity", "primary", "hard", "retained")
 SPLITS = ("train", "validation", "heldout")
 
 
@@ -50,23 +50,32 @@ def is_specificity_pair(case: Case) -> bool:
     return True
 
 
+def is_primary_correction(case: Case) -> bool:
+    """The reviewer changed the primary (first) ICD code of the original line."""
+    orig = case.original_codes
+    return orig is not None and bool(orig.icd) and bool(case.codes.icd) and orig.icd[0] != case.codes.icd[0]
+
+
 def is_hard(case: Case) -> bool:
     """Two or more procedures, three or more diagnoses, or two or more modifiers (``CodeLine.is_hard``)."""
     return case.codes.is_hard
 
 
 def assign_role(case: Case, source_role: str, cfg: DataConfig) -> str:
-    """Precedence: specificity, hard, then the source role (``reviewed`` or ``retained``)."""
+    """Precedence: specificity, primary, hard, then the source role (``reviewed`` or ``retained``)."""
     if case.id in cfg.specificity_ids or is_specificity_pair(case):
         return "specificity"
+    if case.id in cfg.primary_ids or is_primary_correction(case):
+        return "primary"
     if case.id in cfg.hard_ids or is_hard(case):
         return "hard"
     return source_role
 
 
 def role_weight(role: str, cfg: DataConfig) -> float:
-    """Per-example loss weight: ``specificity_weight`` (3) for specificity pairs, else 1."""
-    return float(cfg.specificity_weight) if role == "specificity" else 1.0
+    """Per-example loss weight: ``specificity_weight`` (3) for specificity pairs, ``primary_weight`` for
+    primary-ICD corrections, else 1."""
+    return float({"specificity": cfg.specificity_weight, "primary": cfg.primary_weight}.get(role, 1))
 
 
 # ----------------------------------------------------------------------------- previous version

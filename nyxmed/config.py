@@ -39,11 +39,18 @@ class DataConfig:
     synth_n: int = 3000  # synthetic cases when no source is given
     synth_seed: int = 17
     cpt_table: str | None = None  # licensed CPT CSV (code,description): makes CPT validity strict
-    previous_manifest: str | None = None  # previous version's training manifest (filters `retained`)
+    # previous version's training manifest (filters `retained`); None with model.base_model: release:... =
+    # that release's training_records.jsonl
+    previous_manifest: str | None = None
     retained: list[str] = field(default_factory=list)  # earlier version's pool
     hard_ids: list[str] = field(default_factory=list)
     specificity_ids: list[str] = field(default_factory=list)
     specificity_weight: int = 3
+    primary_ids: list[str] = field(default_factory=list)  # primary-ICD corrections besides those original_codes shows
+    primary_weight: int = 2
+    # Prompts from: "auto" = the parent release's preprocessor when model.base_model is release:... and the
+    # release carries all of it, else a new one from the train split; "new"; or a saved preprocessor folder.
+    preprocessor: str = "auto"
     heldout_size: float = 0.15  # fraction (<1) or count (>=1); the V17 recipe holds out 5,950
     val_size: int = 250
     seed: int = 17
@@ -91,7 +98,9 @@ class PromptConfig:
 
 @dataclass
 class ModelConfig:
-    base_model: str = "meta-llama/Meta-Llama-3-70B-Instruct"  # local path or Hub id
+    # local path, Hub id, or release:REGISTRY[:VERSION] (that release's merged model; production by default)
+    base_model: str = "meta-llama/Meta-Llama-3-70B-Instruct"
+    merge_cache: str = "out/merged"  # merged release bases, one folder per content hash (reused)
     tokenizer: str | None = None  # defaults to base_model
     attn_implementation: str = "sdpa"
     dtype: str = "bfloat16"

@@ -9,6 +9,7 @@ holds ``dataset/`` (splits ``train``, ``validation``, ``heldout``), ``manifest.j
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -69,6 +70,7 @@ def _source_entry(spec: str, role: str, counts: dict[str, Any]) -> dict[str, Any
 def collect_cases(recipe: Recipe, cases: Sequence[Case] | None, out_dir: Path) -> SourceCases:
     """Reviewed cases (given, read from ``data.sources``, or synthetic) and the filtered ``retained`` pool."""
     from nyxmed import sources
+    from nyxmed.releases.parent import parent_training_records
 
     cfg = recipe.data
     table = cpt_codes.CptTable.from_csv(cfg.cpt_table) if cfg.cpt_table else None
@@ -94,16 +96,16 @@ def collect_cases(recipe: Recipe, cases: Sequence[Case] | None, out_dir: Path) -
         entries.append({"source": f"synthetic(n={cfg.synth_n}, seed={cfg.synth_seed})", "role": "reviewed",
                               "accepted": len(generated)})
     if cfg.retained:
-        ids, hashes = load_previous_training(cfg.previous_manifest) if cfg.previous_manifest else (set(), set())
+        previous = cfg.previous_manifest or parent_training_records(recipe.model.base_model)
+        ids, hashes = load_previous_training(previous) if previous else (set(), set())
         for i, spec in enumerate(cfg.retained):
             read = sources.read_cases(spec, cpt_table=table, rejects_path=out_dir / "rejects" / f"retained-{i}.jsonl")
             fresh = [c for c in read.cases if c.id not in ids and c.content_hash not in hashes]
             counts["retained_filtered_by_previous_manifest"] += len(read.cases) - len(fresh)
             add(fresh, "retained")
             entries.append(_source_entry(spec, "retained", read.counts))
-        if cfg.previous_manifest:
-            entries.append({"source": cfg.previous_manifest, "role": "previous_manifest",
-                                  "sha256": sha256_file(cfg.previous_manifest)})
+        if previous:
+            entries.append({"source": str(previous), "role": "previous_manifest", "sha256": sha256_file(previous)})
     # one record per id: the first source wins (reviewed before retained)
     seen: set[str] = set()
     keep = []
@@ -240,12 +242,34 @@ class Retrieved:
 
     preprocessor: Preprocessor
     neighbours: Neighbours
+    reused_from: Path | None = None  # the saved preprocessor reused as it is (data.preprocessor)
+
+
+def reused_preprocessor(recipe: Recipe) -> Path | None:
+    """The saved preprocessor ``data.preprocessor`` names for this build's prompts, or None for a new one."""
+    choice = recipe.data.preprocessor
+    if choice == "new":
+        return None
+    if choice != "auto":
+        return Path(choice)
+    from nyxmed.releases.parent import release_of
+
+    parent = release_of(recipe.model.base_model)
+    return parent.preprocessor if parent else None
 
 
 def retrieve(kept: Deduplicated, splits: Splits, emb: Embeddings, recipe: Recipe, tokenizer,
              progress: bool) -> Retrieved:
-    """Every case queries the train split only, through the leakage defense."""
+    """Every case queries the train split only (or a reused preprocessor's pool), through the leakage defense."""
     train_rows, vectors = splits.train, emb.vectors
+    reused = reused_preprocessor(recipe)
+    if reused is not None:
+        pre = Preprocessor.load(reused, tokenizer)
+        fp, vectors = pre.query_fingerprints(kept.cases, kept.texts, progress)
+        pool_row = {c.id: r for r, c in enumerate(pre.pool)}  # a case in the pool never retrieves itself
+        self_rows = np.array([pool_row.get(c.id, -1) for c in kept.cases], np.int64)
+        return Retrieved(pre, pre.search.search(kept.texts, fp, self_rows, dense_queries=vectors, progress=progress),
+                         reused)
     fp = Fingerprints.of(kept.cases, vectors if vectors is not None else kept.signatures)
     pre = Preprocessor([kept.cases[i] for i in train_rows], fp.take(train_rows), recipe.retrieval, recipe.prompt,
                        prompts.load_rules(recipe.prompt.rules_file), tokenizer)
@@ -341,7 +365,12 @@ def save(kept: Deduplicated, tokens: Tokenized, built: Prompts, retrieved: Retri
         tables[name] = _split_table(rows_out, tokens.encoded[name])
     dataset = _save_dataset(tables, out_dir)
     write_atomic(out_dir / "records.jsonl", jsonl_text(records))
-    preprocessor_id = retrieved.preprocessor.save(out_dir / "preprocessor")
+    if retrieved.reused_from is not None:  # the same files, so the same preprocessor_id as the parent's
+        with atomic_dir(out_dir / "preprocessor", replace=True) as tmp:
+            shutil.copytree(retrieved.reused_from, tmp, dirs_exist_ok=True, copy_function=shutil.copyfile)
+        preprocessor_id = retrieved.preprocessor.id
+    else:
+        preprocessor_id = retrieved.preprocessor.save(out_dir / "preprocessor")
     if recipe.data.write_cases:
         from nyxmed.sources import write_cases
 
@@ -393,7 +422,8 @@ def manifest(recipe: Recipe, tokenizer, found: SourceCases, kept: Deduplicated, 
             "by_role": {r: sum(by_role_split[r].values()) for r in ROLES},
             "by_role_split": by_role_split,
         },
-        "weights": {"specificity": float(dcfg.specificity_weight), "other": 1.0, "sum_by_split": weight_sum},
+        "weights": {**{r: role_weight(r, dcfg) for r in ("specificity", "primary")}, "other": 1.0,
+                    "sum_by_split": weight_sum},
         "blocked_retrievals": retrieved.neighbours.blocked,
         "leakage_measure": guard.measure, "leakage_threshold": guard.threshold,
         "truncation": {"max_length": recipe.prompt.max_length, "shortened_records": tokens.truncated.get("records", 0),
@@ -455,8 +485,8 @@ def composition_table(manifest: dict[str, Any]):
     table.add_column("total", justify="right")
     table.add_column("weight", justify="right")
     for role in ROLES:
-        row = counts["by_role_split"][role]
-        w = manifest["weights"]["specificity"] if role == "specificity" else manifest["weights"]["other"]
+        row = counts["by_role_split"].get(role, {s: 0 for s in SPLITS})  # manifests from before a role existed
+        w = manifest["weights"].get(role, manifest["weights"]["other"])
         table.add_row(role, *(str(row[s]) for s in SPLITS), str(sum(row.values())), f"{w:g}")
     table.add_row("all", *(str(counts["by_split"][s]) for s in SPLITS), str(sum(counts["by_split"].values())), "",
                   style="bold")

@@ -147,7 +147,7 @@ def test_manifest_counts_reconcile(built):
         lines = (result.out_dir / "cases" / f"{s}.jsonl").read_text().splitlines()
         assert [json.loads(x)["id"] for x in lines] == result.dataset[s]["id"]
     table = composition_table(m)
-    assert table.row_count == 5
+    assert table.row_count == 6  # five roles (reviewed, specificity, primary, hard, retained) and the total
 
 
 def test_heldout_few_shots_come_from_train_and_never_from_self(built):

@@ -148,7 +148,7 @@ def data_section(manifest: dict[str, Any]) -> str:
             f"Input {_fmt(counts.get('input'))}, after de-duplication {_fmt(counts.get('after_dedup'))} "
             f"({_fmt(dup.get('exact'))} exact and {_fmt(dup.get('near'))} near duplicates removed), "
             f"dropped as too long {_fmt(counts.get('too_long_dropped'))}. Loss weight of specificity pairs: "
-            f"{_fmt(weights.get('specificity'))}.\n\n" + markdown_table(["role", *splits], rows))
+            f"{_fmt(weights.get('specificity'))}, of primary-ICD corrections: {_fmt(weights.get('primary'))}.\n\n" + markdown_table(["role", *splits], rows))
 
 
 def preprocessor_section(settings: dict[str, Any] | None, preprocessor: dict[str, Any] | None) -> str:
@@ -170,10 +170,25 @@ def preprocessor_section(settings: dict[str, Any] | None, preprocessor: dict[str
     return "## Preprocessor\n\n" + markdown_table(["", ""], facts)
 
 
+def lineage_section(parent: dict[str, Any] | None, version: str) -> str:
+    """Which release this version was trained on and how its model is put together (empty for a first version)."""
+    if not parent or not _LABEL.match(str(parent.get("version"))):
+        return ""
+    prev = parent["version"]
+    facts = [("parent release", f"`{prev}`"), ("parent adapter sha256", f"`{parent.get('adapter_sha256') or '–'}`"),
+             ("parent's base fingerprint", f"`{parent.get('base_model_fingerprint') or '–'}`"),
+             ("merged parent fingerprint (this adapter's base)", f"`{parent.get('merged_fingerprint') or '–'}`")]
+    return (f"## Lineage\n\n`{version}` is a LoRA adapter trained on `{prev}` merged into its base. To load it: "
+            f"base + adapter, i.e. merge `{prev}`'s adapter into `{prev}`'s base (`nyxmed merge`, or train with "
+            f"`model.base_model: release:REGISTRY:{prev}`, which merges and caches it) and apply this adapter on "
+            f"top; or merge this adapter into that merged model and publish the result as a merged release.\n\n"
+            + markdown_table(["", ""], facts))
+
+
 def build_card(*, repo_id: str | None, version: str, kind: str, base_model: str | None, license: str,
                metrics_path=None, compare_path=None, previous: str | None = None, config_path=None,
                training_metrics_path=None, dataset_manifest_path=None, preprocessor: dict[str, Any] | None = None,
-               preprocessor_settings: dict[str, Any] | None = None) -> str:
+               preprocessor_settings: dict[str, Any] | None = None, parent: dict[str, Any] | None = None) -> str:
     """The README.md of a release: YAML metadata (with the model-index from ``metrics_path``) via
     huggingface_hub's ModelCardData, then Markdown."""
     from huggingface_hub import ModelCard, ModelCardData
@@ -200,6 +215,7 @@ def build_card(*, repo_id: str | None, version: str, kind: str, base_model: str 
         f"```python\n{load}\n```",
         "## Evaluation\n\n" + evaluation_section(metrics),
         comparison_section(compare, previous, version),
+        lineage_section(parent, version),
         training_section(config if isinstance(config, dict) else {}, training),
         data_section(manifest),
         preprocessor_section(preprocessor_settings, preprocessor),

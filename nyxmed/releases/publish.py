@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from nyxmed.io import read_jsonl
 from nyxmed.releases.card import build_card
 from nyxmed.releases.registry import LocalRegistry, Registry
 from nyxmed.releases.staging import (PREPROCESSOR_DIR, ReleaseError, Staged, StagingConflict, check_staging_target,
@@ -22,7 +23,7 @@ class CardInputs:
     """Evaluation and data files the model card summarises (all optional)."""
 
     metrics: str | None = None  # the evaluator's metrics.json
-    compare: str | None = None  # comparison.json against the previous version
+    compare: str | None = None  # comparison.json against the previous version (also stored in the release)
     previous: str | None = None  # the previous version's name, for the comparison table
     dataset_manifest: str | None = None  # the dataset builder's manifest.json
     license: str = "other"
@@ -49,25 +50,42 @@ def _extras(folder: Path, kind: str) -> dict[str, Any]:
         extra["merge"] = {"dtype": merge.get("dtype"), "adapter_checksum": merge["adapter"]["checksum"],
                           "base_fingerprint": merge["base"].get("fingerprint"),
                           "verification_ok": merge.get("verification", {}).get("ok")}
+    parent = _json(_training_root(folder, kind) / "training_metrics.json").get("parent")
+    if isinstance(parent, dict):  # lineage: the release this version was trained on
+        extra["parent"] = {k: parent.get(k) for k in ("version", "adapter_sha256", "base_model_fingerprint",
+                                                      "merged_fingerprint", "preprocessor_id")}
     if kind == "frozen":
         frozen = numbers_only(_json(folder / "frozen.json"))
         extra["checkpoint"] = {k: frozen[k] for k in ("step", "epoch", "eval_loss") if k in frozen}
     return extra
 
 
-def find_preprocessor(path: str | os.PathLike) -> Path | None:
-    """The preprocessor a training run's prompts were made with: ``<data.out_dir>/preprocessor`` beside the
-    dataset its config.yaml trained on (None when the run records no dataset or it has no preprocessor)."""
+def _data_out_dir(path: str | os.PathLike) -> Path | None:
+    """``<data.out_dir>``: the folder above the dataset a training run's config.yaml trained on, or None."""
     folder = Path(path)
-    root = _training_root(folder, detect_kind(folder))
-    config = root / "config.yaml"
+    config = _training_root(folder, detect_kind(folder)) / "config.yaml"
     if not config.is_file():
         return None
     dataset_dir = ((yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("train") or {}).get("dataset_dir")
-    if not dataset_dir:
+    return Path(dataset_dir).parent if dataset_dir else None
+
+
+def find_preprocessor(path: str | os.PathLike) -> Path | None:
+    """The preprocessor a training run's prompts were made with: ``<data.out_dir>/preprocessor`` beside the
+    dataset its config.yaml trained on (None when the run records no dataset or it has no preprocessor)."""
+    data = _data_out_dir(path)
+    found = data / PREPROCESSOR_DIR if data else None
+    return found if found and (found / "manifest.json").is_file() else None
+
+
+def find_training_records(path: str | os.PathLike) -> list[dict[str, Any]] | None:
+    """The train split's rows of ``<data.out_dir>/records.jsonl`` (what the next version filters its
+    retained set with), or None when the run records no dataset."""
+    data = _data_out_dir(path)
+    index = data / "records.jsonl" if data else None
+    if not index or not index.is_file():
         return None
-    found = Path(dataset_dir).parent / PREPROCESSOR_DIR
-    return found if (found / "manifest.json").is_file() else None
+    return [r for r in read_jsonl(index) if r.get("split") == "train"]
 
 
 def full_preprocessor_for(registry: Registry | None, include: bool) -> bool:
@@ -103,6 +121,8 @@ def stage_all(path: str | os.PathLike, version: str, workdir: str | os.PathLike,
         from nyxmed.preprocessor import verify
 
         pre_card = {"id": verify(preprocessor)["preprocessor_id"], "complete": full_preprocessor}
+    records = find_training_records(path)
+    comparison = _json(Path(inputs.compare)) if inputs.compare else None
     versions = plan(path, version)
     for v, _ in versions:  # every target checked before anything is written
         check_staging_target(Path(path), Path(workdir) / v)
@@ -115,12 +135,14 @@ def stage_all(path: str | os.PathLike, version: str, workdir: str | os.PathLike,
         card = build_card(
             repo_id=repo_id, version=v, kind=kind, base_model=extras.get("base_model"), license=inputs.license,
             metrics_path=inputs.metrics if final else None, compare_path=inputs.compare if final else None,
-            previous=inputs.previous, config_path=root / "config.yaml" if (root / "config.yaml").is_file() else None,
+            previous=inputs.previous or (extras.get("parent") or {}).get("version"), config_path=root / "config.yaml" if (root / "config.yaml").is_file() else None,
             training_metrics_path=(root / "training_metrics.json") if (root / "training_metrics.json").is_file()
             else None, dataset_manifest_path=inputs.dataset_manifest, preprocessor=pre_card,
-            preprocessor_settings=_json(Path(preprocessor) / "settings.json") if preprocessor else None)
+            preprocessor_settings=_json(Path(preprocessor) / "settings.json") if preprocessor else None,
+            parent=extras.get("parent"))
         staged.append(stage(folder, v, Path(workdir) / v, extra=extras, card=card, preprocessor=preprocessor,
-                            full_preprocessor=full_preprocessor))
+                            full_preprocessor=full_preprocessor, training_records=records,
+                            comparison=comparison if final else None))
     return staged
 
 
@@ -145,4 +167,4 @@ def describe(staged: list[Staged], target: str, dry_run: bool) -> list[dict[str,
              "files": {k: v["bytes"] for k, v in s.release["files"].items()}, "skipped": s.skipped} for s in staged]
 
 
-__all__ = ["CardInputs", "ReleaseError", "describe", "find_preprocessor", "plan", "publish", "stage_all"]
+__all__ = ["CardInputs", "ReleaseError", "describe", "find_preprocessor", "find_training_records", "plan", "publish", "stage_all"]

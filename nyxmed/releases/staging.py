@@ -22,13 +22,17 @@ import yaml
 
 from nyxmed.errors import (InputError, NotFound, NyxmedError, OutputConflict, RemoteError, UsageError,
                            VerificationError)
-from nyxmed.io import atomic_dir, utc_now, write_atomic
+from nyxmed.io import atomic_dir, jsonl_text, utc_now, write_atomic
 
 RELEASE_FILE = "release.json"
 PREPROCESSOR_DIR = "preprocessor"  # a release's preprocessor files live under this folder
 # Of a preprocessor, these describe it without any report text; the rest (its retrieval pool and
 # indexes) holds training reports, protected health information, and leaves only when asked for.
 PREPROCESSOR_DESCRIPTION = ("manifest.json", "settings.json")
+# What the next version filters its retained set with: the ids and content hashes the release trained on
+# (no report text), and the parent -> child comparison (numbers only).
+TRAINING_RECORDS = "training_records.jsonl"
+COMPARISON_FILE = "comparison.json"
 STAGING_MARKER = ".nyxmed-staging"  # in every folder stage() writes; only such a folder is ever replaced
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
@@ -225,9 +229,11 @@ def _copy_preprocessor(src: Path, dst: Path, full: bool) -> dict[str, Any]:
 
 def stage(path: str | os.PathLike, version: str, out: str | os.PathLike, extra: dict[str, Any] | None = None,
           card: str | None = None, preprocessor: str | os.PathLike | None = None,
-          full_preprocessor: bool = True) -> Staged:
+          full_preprocessor: bool = True, training_records: list[dict[str, Any]] | None = None,
+          comparison: dict[str, Any] | None = None) -> Staged:
     """Copy the releasable files of ``path`` into ``out`` (fresh), the ``preprocessor`` its prompts were
-    made with (all of it, or with ``full_preprocessor=False`` only its manifest and settings), README.md
+    made with (all of it, or with ``full_preprocessor=False`` only its manifest and settings), the
+    ``training_records`` (id, content_hash), the ``comparison`` with its parent (numbers only), README.md
     (``card``) and release.json; return what was staged and what was skipped.
 
     ``out`` is replaced only if an earlier stage() wrote it (:class:`StagingConflict` otherwise)."""
@@ -241,6 +247,11 @@ def stage(path: str | os.PathLike, version: str, out: str | os.PathLike, extra: 
         extra = dict(extra or {})
         if preprocessor is not None:
             extra["preprocessor"] = _copy_preprocessor(Path(preprocessor), tmp, full_preprocessor)
+        if training_records is not None:
+            write_atomic(tmp / TRAINING_RECORDS, jsonl_text(
+                [{"id": r.get("id"), "content_hash": r.get("content_hash")} for r in training_records]))
+        if comparison is not None:
+            write_atomic(tmp / COMPARISON_FILE, json.dumps(numbers_only(comparison), indent=2) + "\n")
         if card is not None:
             write_atomic(tmp / "README.md", card)
         files = {p.relative_to(tmp).as_posix(): file_entry(p).__dict__ for p in sorted(tmp.rglob("*"))

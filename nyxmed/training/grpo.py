@@ -21,6 +21,7 @@ from nyxmed import config as cfgmod
 from nyxmed import rewards
 from nyxmed.config import Recipe
 from nyxmed.prompts import chat_messages
+from nyxmed.releases.parent import resolve_model
 from nyxmed.training import artifacts
 from nyxmed.training.callbacks import CheckpointCommitCallback, FrozenEpochCallback, RunStatsCallback
 from nyxmed.training.run import (METRICS_FILE, TrainResult, _env, common_arguments, finish_run, start_run,
@@ -107,9 +108,11 @@ def train_grpo(recipe: Recipe) -> TrainResult:
     t = recipe.train
     out = Path(t.output_dir)
     checkpoint_dir = out / "checkpoints"
+    given = recipe  # config.yaml keeps model.base_model as written (release:...)
+    recipe, parent = resolve_model(recipe)
     args = grpo_arguments(recipe, checkpoint_dir)
     is_writer = args.should_save
-    resume_from = start_run(recipe, out, checkpoint_dir, is_writer)
+    resume_from = start_run(given, out, checkpoint_dir, is_writer)
     tokenizer = AutoTokenizer.from_pretrained(recipe.model.tokenizer or recipe.model.base_model)
     prompts = load_prompts(recipe)
     set_seed(t.seed)
@@ -133,6 +136,7 @@ def train_grpo(recipe: Recipe) -> TrainResult:
         "stage": "grpo",
         "start": ({"sft_adapter": recipe.grpo.sft_adapter} if recipe.grpo.sft_adapter
                   else {"new_adapter_on": recipe.model.base_model}),
+        "parent": parent.record() if parent else None,
         "stop_reason": stop_reason,
         "global_step": state.global_step,
         "epoch": state.epoch,

@@ -22,6 +22,7 @@ from nyxmed.codes import icd10cm
 from nyxmed.config import Recipe
 from nyxmed.provenance import base_fingerprint, local_model_dir
 from nyxmed.errors import NotFound, OutputConflict
+from nyxmed.releases.parent import resolve_model
 from nyxmed.training.kernels import apply_liger
 from nyxmed.training.packing import PackingCollator, check_packing_supported
 from nyxmed.io import read_json, sha256_file, write_json
@@ -268,9 +269,11 @@ def train(recipe: Recipe) -> TrainResult:
         raise cfgmod.ConfigError("train.dataset_dir: not set (a dataset folder from `nyxmed build-data`)")
     out = Path(t.output_dir)
     checkpoint_dir = out / "checkpoints"
+    given = recipe  # config.yaml keeps model.base_model as written (release:...); the run loads the merged parent
+    recipe, parent = resolve_model(recipe)  # before TrainingArguments: the merge loads a whole model
     args = training_arguments(recipe, checkpoint_dir)
     is_writer = args.should_save
-    resume_from = start_run(recipe, out, checkpoint_dir, is_writer)
+    resume_from = start_run(given, out, checkpoint_dir, is_writer)
 
     tokenizer = AutoTokenizer.from_pretrained(recipe.model.tokenizer or recipe.model.base_model)
     if tokenizer.pad_token_id is None:
@@ -335,6 +338,7 @@ def train(recipe: Recipe) -> TrainResult:
         "dataset": {"dir": str(t.dataset_dir), "train_rows": len(train_ds), "validation_rows": len(val_ds),
                     "manifest_sha256": artifacts.file_sha256_or_none(Path(t.dataset_dir).parent / "manifest.json")},
         **provenance,
+        "parent": parent.record() if parent else None,
         "git": artifacts.git_commit(),
         "log_history": state.log_history,
     }
