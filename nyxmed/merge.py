@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from nyxmed.codes import icd10cm
-from nyxmed.errors import NyxmedError, UsageError, VerificationError
+from nyxmed.errors import NyxmedError, VerificationError
 from nyxmed.io import atomic_dir, sha256_file, utc_now, write_json
 from nyxmed.provenance import base_fingerprint
 

@@ -300,7 +300,7 @@ def _column_values(column: Any) -> list[Any]:
 
     try:
         values = column.to_pylist()
-    except (ArithmeticError, ValueError) as exc:  # e.g. a timestamp past year 9999: find which rows
+    except (ArithmeticError, ValueError):  # e.g. a timestamp past year 9999: find which rows
         values = []
         for i in range(len(column)):
             try:

@@ -39,7 +39,7 @@ def _primary_corrections(cases):
     return out
 
 
-def test_v2_from_the_v1_release_records_lineage_compares_and_rolls_back(tmp_path, tiny_tokenizer, tiny_base_dir,
+def test_v2_from_the_v1_release_records_lineage_compares_and_rolls_back(capsys, tmp_path, tiny_tokenizer, tiny_base_dir,
                                                                        monkeypatch):
     from nyxmed.coder import load_coder, release_parts
     from nyxmed.releases import LocalRegistry
@@ -127,6 +127,11 @@ def test_v2_from_the_v1_release_records_lineage_compares_and_rolls_back(tmp_path
     registry.promote("v2")
     rows = {r["version"]: r for r in parent_mod.lineage_rows(registry)}
     assert (rows["v1"]["parent"], rows["v2"]["parent"], rows["v2"]["production"]) == (None, "v1", True)
+    from nyxmed.cli import main
+
+    assert main(["releases", "--registry", str(registry.root), "list"]) == 0
+    listed = [line for line in capsys.readouterr().out.splitlines() if " v2 " in line]
+    assert listed and " v1 " in listed[0]  # the parent column
 
     # rolling back v2 -> v1 codes with v1's adapter and preprocessor
     registry.rollback()

@@ -69,6 +69,8 @@ def build_data(args: argparse.Namespace) -> int:
     from rich.console import Console
     from transformers import AutoTokenizer
 
+    from nyxmed.releases.parent import tokenizer_source
+
     from nyxmed.config import load_recipe
     from nyxmed.dataset import build_dataset, composition_table
     from nyxmed.io import check_outputs
@@ -77,7 +79,7 @@ def build_data(args: argparse.Namespace) -> int:
     d = recipe.data
     check_outputs([args.config, *d.sources, *d.retained, d.previous_manifest, d.cpt_table, recipe.prompt.rules_file],
                   [d.out_dir])
-    tokenizer = AutoTokenizer.from_pretrained(recipe.model.tokenizer or recipe.model.base_model)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(recipe.model))  # a release: its own tokenizer
     result = build_dataset(recipe, tokenizer, progress=not args.no_progress)
     Console(stderr=True).print(composition_table(result.manifest))
     print_json({"out_dir": str(result.out_dir), **result.manifest["counts"]["by_split"],

@@ -15,13 +15,14 @@ def versions_table(registry: Registry):
     """A rich table of the registered versions, the production one marked."""
     from rich.table import Table
 
-    prod = registry.production()
+    from nyxmed.releases.parent import lineage_rows
+
     table = Table(title=f"releases in {registry!r}")
-    for col in ("version", "kind", "created", "production"):
+    for col in ("version", "kind", "parent", "created", "production"):
         table.add_column(col)
-    for r in registry.versions():
-        table.add_row(r["version"], r.get("kind", ""), r.get("created_at", ""),
-                      "<- production" if r["version"] == prod else "")
+    for r in lineage_rows(registry):
+        table.add_row(r["version"], r["kind"] or "", r["parent"] or "", r["created_at"] or "",
+                      "<- production" if r["production"] else "")
     return table
 
 
