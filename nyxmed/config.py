@@ -270,6 +270,14 @@ class EvalConfig:
     cpt_table: str | None = None  # licensed CPT CSV: strict CPT validity in invalid_code_rate
     bootstrap: int = 1000
     seed: int = 17
+    constrained: bool = field(default=False, metadata={"help": (
+        "decode under the code-line grammar (docs/codeline.md): no code outside the code systems can be "
+        "generated; CPT codes from cpt_table when given; needs nyxmed[constrained] (xgrammar) for transformers")})
+    constrained_icd: str = field(default="billable", metadata={"help": (
+        "ICD-10-CM codes the grammar allows: billable (leaves) | valid (any category or subcategory)")})
+    constrained_max_cpt: int = field(default=4, metadata={"help": "most procedure codes in a constrained line"})
+    constrained_max_modifiers: int = field(default=3, metadata={"help": "most modifiers in a constrained line"})
+    constrained_max_icd: int = field(default=8, metadata={"help": "most diagnosis codes in a constrained line"})
 
 
 @dataclass
