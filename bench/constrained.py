@@ -14,27 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
-import time
-from dataclasses import replace
-from pathlib import Path
+
+from grpo_gain import demo_folders, evaluate  # bench/ is on sys.path when a bench script runs
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 GOAL_RATIO = 1.1  # the issue's goal: constrained costs at most 10 % more time per record
-
-
-def evaluate(demo: Path, out_dir: Path, args, constrained: bool) -> dict:
-    """One evaluation run of the demo adapter on the demo benchmark; returns its metrics.json."""
-    from nyxmed import evaluation
-    from nyxmed.config import EvalConfig
-
-    cfg = replace(EvalConfig(), model=str(demo / "base"), adapter=str(demo / "adapter"), data=str(demo / "data"),
-                  benchmark=str(demo / "bench.json"), out_dir=str(out_dir), batch_size=args.eval_batch_size,
-                  max_new_tokens=args.max_new_tokens, device=args.device, bootstrap=args.resamples,
-                  constrained=constrained, constrained_icd=args.icd)
-    return evaluation.run(cfg)
 
 
 def main() -> None:
@@ -51,16 +37,11 @@ def main() -> None:
     from nyxmed import evaluation
     from nyxmed.metrics import AGGREGATE_METRICS
 
-    demo = Path(args.demo_out).resolve()
-    for need in ("base", "adapter", "data/dataset", "bench.json"):
-        if not (demo / need).exists():
-            sys.exit(f"constrained: {demo / need} missing: run `make demo` first (--demo-out {args.demo_out})")
-    work = Path(args.out).resolve() if args.out else demo / "constrained"
+    demo, work = demo_folders(args, "constrained", ("base", "adapter", "data/dataset", "bench.json"))
     runs = {}
     for name, constrained in (("unconstrained", False), ("constrained", True)):
-        start = time.perf_counter()
-        summary = evaluate(demo, work / name, args, constrained)
-        runs[name] = {"run": summary["run"], "wall_seconds": time.perf_counter() - start}
+        out = evaluate(demo, demo / "adapter", work / name, args, constrained=constrained, constrained_icd=args.icd)
+        runs[name] = {"run": json.loads((out / "metrics.json").read_text())["run"]}
     table = evaluation.compare_runs(work / "unconstrained", work / "constrained", resamples=args.resamples)["metrics"]
     n = json.loads((demo / "bench.json").read_text())["n"]
     per_record = {k: v["run"]["generation_seconds"] / n for k, v in runs.items()}

@@ -51,10 +51,6 @@ class GrammarSettings:
         return cls(cfg.constrained_icd, cfg.constrained_max_cpt, cfg.constrained_max_modifiers, cfg.constrained_max_icd)
 
 
-def _alternatives(codes: Sequence[str]) -> str:
-    return " | ".join(json.dumps(c) for c in codes)
-
-
 def _trie(codes: Sequence[str]) -> str:
     """The codes as one expression factored by shared prefixes: far faster to compile than a flat alternation."""
     root: dict = {}
@@ -103,12 +99,12 @@ def code_line_ebnf(settings: GrammarSettings = GrammarSettings(), cpt_table: cpt
 def _ebnf(settings: GrammarSettings, table: tuple[str, ...], release: str) -> str:  # release: part of the key
     cpt = _trie(table) if table else _CPT_SHAPES
     return "\n".join([
-        f'root ::= cpts ", " modifiers? ", " icds',
+        'root ::= cpts ", " modifiers? ", " icds',
         f'cpts ::= {_bounded("cpt", " ", settings.max_cpt)}',
         f'modifiers ::= {_bounded("modifier", " ", settings.max_modifiers)}',
         f'icds ::= {_bounded("icd", ", ", settings.max_icd)}',
         f'cpt ::= {cpt}',
-        f'modifier ::= {_alternatives(sorted(mod_codes.MODIFIERS))}',
+        f'modifier ::= {_trie(sorted(mod_codes.MODIFIERS))}',
         f'icd ::= {_trie(icd_codes(settings))}',
         "",
     ])

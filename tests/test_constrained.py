@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("xgrammar")
 
 from nyxmed import constrained
-from nyxmed.codeline import CodeLine, parse
+from nyxmed.codeline import parse
 from nyxmed.codes import icd10cm
 from nyxmed.codes.cpt import CptTable
 from nyxmed.constrained import GrammarSettings, accepts_text, compile_code_line
