@@ -31,15 +31,25 @@ GOAL_UP = ("icd_exact", "all_three_exact")  # should rise, CI of the difference 
 GOAL_KEEP = ("cpt_exact", "modifier_exact")  # should not fall beyond their CI
 
 
-def evaluate(demo: Path, adapter: Path, out_dir: Path, args) -> Path:
+def evaluate(demo: Path, adapter: Path, out_dir: Path, args, **fields) -> Path:
+    """One evaluation run on the demo benchmark into ``out_dir``; ``fields`` set further EvalConfig fields."""
     from nyxmed import evaluation
     from nyxmed.config import EvalConfig
 
     cfg = replace(EvalConfig(), model=str(demo / "base"), adapter=str(adapter), data=str(demo / "data"),
                   benchmark=str(demo / "bench.json"), out_dir=str(out_dir), batch_size=args.eval_batch_size,
-                  max_new_tokens=args.max_new_tokens, device=args.device, bootstrap=args.resamples)
+                  max_new_tokens=args.max_new_tokens, device=args.device, bootstrap=args.resamples, **fields)
     evaluation.run(cfg)
     return out_dir
+
+
+def demo_folders(args, bench: str, needs: tuple[str, ...]) -> tuple[Path, Path]:
+    """(the `make demo` folder, this bench's work folder); exits naming the first part the demo lacks."""
+    demo = Path(args.demo_out).resolve()
+    for need in needs:
+        if not (demo / need).exists():
+            sys.exit(f"{bench}: {demo / need} missing: run `make demo` first (--demo-out {args.demo_out})")
+    return demo, (Path(args.out).resolve() if args.out else demo / bench)
 
 
 def grpo_command(demo: Path, out: Path, args) -> list[str]:
@@ -72,11 +82,7 @@ def main() -> None:
     from nyxmed import evaluation
     from nyxmed.metrics import AGGREGATE_METRICS
 
-    demo = Path(args.demo_out).resolve()
-    for need in ("base", "adapter/config.yaml", "data/dataset", "bench.json"):
-        if not (demo / need).exists():
-            sys.exit(f"grpo_gain: {demo / need} missing: run `make demo` first (--demo-out {args.demo_out})")
-    work = Path(args.out).resolve() if args.out else demo / "grpo_gain"
+    demo, work = demo_folders(args, "grpo_gain", ("base", "adapter/config.yaml", "data/dataset", "bench.json"))
     work.mkdir(parents=True, exist_ok=True)
     before = evaluate(demo, demo / "adapter", work / "eval_before", args)
 

@@ -140,7 +140,8 @@ def load_coder(*, model: str | None = None, adapter: str | None = None, preproce
                release: str | None = None, version: str | None = None, backend: str = "transformers",
                endpoint: str | None = None, batch_size: int = 4, max_new_tokens: int = 64, dtype: str = "auto",
                device: str = "auto", api_key_env: str = "OPENAI_API_KEY", tensor_parallel_size: int = 1,
-               tokenizer: str | None = None, cpt_table: cpt_codes.CptTable | None = None) -> Coder:
+               tokenizer: str | None = None, cpt_table: cpt_codes.CptTable | None = None,
+               grammar: Any = None) -> Coder:
     """A Coder from a local release registry (``release``: its production version, or ``version``) or from
     explicit ``model`` / ``adapter`` / ``preprocessor`` (then ``version`` only labels the results). With
     ``backend="openai"`` ``model`` is the served name of the release's merged model on ``endpoint``; the
@@ -173,7 +174,7 @@ def load_coder(*, model: str | None = None, adapter: str | None = None, preproce
         check_preprocessor(pre, parts)
     generator = build_generator(backend, model, adapter, batch_size=batch_size, max_new_tokens=max_new_tokens,
                                 dtype=dtype, device=device, endpoint=endpoint, api_key_env=api_key_env,
-                                tensor_parallel_size=tensor_parallel_size)
+                                tensor_parallel_size=tensor_parallel_size, grammar=grammar, cpt_table=cpt_table)
     weights = Path(adapter) / ADAPTER_WEIGHTS if adapter else None
     adapter_sha256 = parts.adapter_sha256 if parts else (sha256_file(weights) if weights and weights.is_file() else None)
     return Coder(pre, generator, parts.version if parts else version, adapter_sha256, cpt_table)
@@ -190,11 +191,15 @@ class CodingRun:
 
 def coder_from_config(cfg: Any) -> Coder:
     """The :class:`Coder` a :class:`~nyxmed.config.CodeConfig` names (:func:`load_coder`)."""
+    from nyxmed.constrained import GrammarSettings
+
+    table = cpt_codes.load_cpt_table(cfg.cpt_table)
     return load_coder(model=cfg.model, adapter=cfg.adapter, preprocessor=cfg.preprocessor, release=cfg.release,
                       version=cfg.version, backend=cfg.backend, endpoint=cfg.endpoint, batch_size=cfg.batch_size,
                       max_new_tokens=cfg.max_new_tokens, dtype=cfg.dtype, device=cfg.device,
                       api_key_env=cfg.api_key_env, tensor_parallel_size=cfg.tensor_parallel_size,
-                      tokenizer=cfg.tokenizer, cpt_table=cpt_codes.load_cpt_table(cfg.cpt_table))
+                      tokenizer=cfg.tokenizer, cpt_table=table,
+                      grammar=GrammarSettings.of(cfg) if cfg.constrained else None)
 
 
 def code_reports(coder: Coder, source: Any = None, text: str | None = None, progress: bool = True) -> CodingRun:

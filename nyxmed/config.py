@@ -273,7 +273,21 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class DecodingConfig:
+    """Constrained decoding under the code-line grammar, for every command that generates."""
+
+    constrained: bool = _val(False, "decode under the code-line grammar (docs/codeline.md): no code outside the code "
+                             "systems can be generated; CPT codes from cpt_table when given; needs "
+                             "nyxmed[constrained] (xgrammar) for transformers")
+    constrained_icd: str = _val("billable", "ICD-10-CM codes the grammar allows: billable (leaves) | valid (any "
+                                "category or subcategory)", choices=("billable", "valid"))
+    constrained_max_cpt: int = _val(4, "most procedure codes in a constrained line", minimum=1)
+    constrained_max_modifiers: int = _val(3, "most modifiers in a constrained line", minimum=0)
+    constrained_max_icd: int = _val(8, "most diagnosis codes in a constrained line", minimum=1)
+
+
+@dataclass(frozen=True)
+class EvalConfig(DecodingConfig):
     """One evaluation run (docs/metrics.md): a model and a benchmark, or saved predictions to rescore."""
 
     model: str | None = _opt("base or merged model folder (the served model name for --backend openai)")
@@ -416,7 +430,7 @@ class ReleaseConfig:
 
 
 @dataclass(frozen=True)
-class CoderConfig:
+class CoderConfig(DecodingConfig):
     """The coder of `nyxmed code` and `nyxmed serve`: a release, or a model, adapter and preprocessor."""
 
     release: str | None = _opt("local release registry folder: code with its production version (or --version), "

@@ -13,6 +13,7 @@ import json
 import random
 import sys
 import time
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -24,6 +25,7 @@ from nyxmed.codeline import CodeLine, parse
 from nyxmed.codes import cpt as cpt_codes
 from nyxmed.codes import icd10cm
 from nyxmed.config import EvalConfig
+from nyxmed.constrained import GrammarSettings
 from nyxmed.errors import InputError, NotFound, UsageError, VerificationError
 from nyxmed.io import markdown_table, sha256_file, utc_now, write_atomic
 
@@ -219,7 +221,9 @@ def evaluate_model(cfg: EvalConfig, generator=None) -> dict:
         if not cfg.model:
             raise UsageError("evaluate: 'model' is required (or --predictions to rescore)")
         generator = build_generator(cfg.backend, cfg.model, cfg.adapter, cfg.batch_size, cfg.max_new_tokens,
-                                    cfg.dtype, cfg.device, cfg.endpoint, cfg.api_key_env, cfg.tensor_parallel_size)
+                                    cfg.dtype, cfg.device, cfg.endpoint, cfg.api_key_env, cfg.tensor_parallel_size,
+                                    grammar=GrammarSettings.of(cfg) if cfg.constrained else None,
+                                    cpt_table=cpt_codes.CptTable.from_csv(cfg.cpt_table) if cfg.cpt_table else None)
     start = time.perf_counter()
     gens = generator.generate([Chat(g.id, g.system, g.user) for g in gold])
     seconds = time.perf_counter() - start
@@ -227,11 +231,22 @@ def evaluate_model(cfg: EvalConfig, generator=None) -> dict:
     info.update({"model": cfg.model, "adapter": cfg.adapter, "backend": cfg.backend,
                  "endpoint": cfg.endpoint if cfg.backend == "openai" else None, "batch_size": cfg.batch_size,
                  "max_new_tokens": cfg.max_new_tokens, "generation_seconds": round(seconds, 3),
+                 "constrained": constrained_info(cfg, generator),
                  "records_per_s": len(gold) / seconds if seconds else None,
                  "generated_tokens": tokens, "tokens_per_s": tokens / seconds if seconds else None,
                  "created_at": utc_now()})
     return write_run(cfg.out_dir, gold, {g.id: x.text for g, x in zip(gold, gens)}, info, cfg,
                      {g.id: x.new_tokens for g, x in zip(gold, gens)})
+
+
+def constrained_info(cfg: EvalConfig, generator) -> dict | None:
+    """The grammar a run decoded under (settings; compile time and size where nyxmed compiled it), or None."""
+    if not cfg.constrained:
+        return None
+    compiled = getattr(generator, "compiled", None)  # transformers; vLLM and servers compile their own
+    return {**dataclasses.asdict(GrammarSettings.of(cfg)),
+            "compile_seconds": round(compiled.compile_seconds, 3) if compiled else None,
+            "memory_bytes": compiled.memory_bytes if compiled else None}
 
 
 def read_predictions(path: str | Path) -> dict[str, str]:

@@ -2,7 +2,8 @@
 
 Every backend takes :class:`Chat` requests (system and user text) and returns one
 :class:`Generation` per request, in order: greedy, at most ``max_new_tokens``, stopping at the
-end of the assistant turn (``<|eot_id|>``).
+end of the assistant turn (``<|eot_id|>``). With ``grammar`` (:class:`GrammarSettings`) every
+backend decodes under the code-line grammar (:mod:`nyxmed.constrained`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import Protocol, Sequence
 
 from tqdm.auto import tqdm
 
+from nyxmed.codes.cpt import CptTable
+from nyxmed.constrained import GrammarSettings, code_line_ebnf
 from nyxmed.errors import NotFound, RemoteError, UsageError
 from nyxmed.prompts import render_prompt  # the one prompt path, shared with training
 
@@ -91,17 +94,29 @@ def load_transformers(model: str, adapter: str | None = None, dtype: str = "auto
 
 
 class TransformersGenerator:
-    """Batched greedy ``model.generate`` with left padding; prompts are sorted by length to pad less."""
+    """Batched ``model.generate`` with left padding; prompts are sorted by length to pad less.
 
-    def __init__(self, model, tokenizer, batch_size: int = 4, max_new_tokens: int = 64):
+    Greedy unless ``temperature`` > 0 (plain sampling, no top-k/top-p); with ``grammar`` xgrammar's
+    logits processor masks every token that would leave the code-line grammar.
+    """
+
+    def __init__(self, model, tokenizer, batch_size: int = 4, max_new_tokens: int = 64,
+                 grammar: GrammarSettings | None = None, cpt_table: CptTable | None = None, temperature: float = 0.0):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model, self.tokenizer = model, tokenizer
-        self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
+        self.batch_size, self.max_new_tokens, self.temperature = batch_size, max_new_tokens, temperature
         self.tokenizer.padding_side = "left"  # generation continues from the right edge
         if self.tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token; set one (Llama-3: <|finetune_right_pad_id|>)")
         self.stop_ids = _stop_token_ids(tokenizer)
+        self.compiled = None
+        if grammar is not None:
+            from nyxmed.constrained import compile_code_line
+
+            # the model's output size, which may exceed the tokenizer's (padded embeddings)
+            vocab = int(model.get_output_embeddings().weight.shape[0])
+            self.compiled = compile_code_line(tokenizer, self.stop_ids, grammar, cpt_table, vocab_size=vocab)
 
     @classmethod
     def from_pretrained(cls, model: str, adapter: str | None = None, dtype: str = "auto", device: str = "auto",
@@ -124,7 +139,7 @@ class TransformersGenerator:
                 inputs = self.tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
                 inputs = {k: v.to(device) for k, v in inputs.items()}
                 with torch.inference_mode():
-                    out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
+                    out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, **self._decoding(),
                                               eos_token_id=self.stop_ids, pad_token_id=self.tokenizer.pad_token_id)
                 new = out[:, inputs["input_ids"].shape[1]:].tolist()
                 for i, ids in zip(batch, new):
@@ -132,6 +147,17 @@ class TransformersGenerator:
                     results[i] = Generation(self.tokenizer.decode(ids, skip_special_tokens=True), len(ids))
                 bar.update(len(batch))
         return results  # type: ignore[return-value]
+
+
+    def _decoding(self) -> dict:
+        """``generate`` arguments for one call: greedy or sampling, and a fresh grammar processor (one per call)."""
+        from nyxmed.constrained import logits_processor
+
+        kwargs = ({"do_sample": True, "temperature": self.temperature, "top_k": 0, "top_p": 1.0}
+                  if self.temperature > 0 else {"do_sample": False})
+        if self.compiled is not None:
+            kwargs["logits_processor"] = [logits_processor(self.compiled)]
+        return kwargs
 
 
 def _until_stop(ids: list[int], stop_ids: Sequence[int]) -> list[int]:
@@ -147,7 +173,8 @@ class VllmGenerator:
     """vLLM offline engine; an adapter is applied per request with a LoRARequest (never merged)."""
 
     def __init__(self, model: str, adapter: str | None = None, max_new_tokens: int = 64,
-                 tensor_parallel_size: int = 1, dtype: str = "auto", **engine_kwargs):
+                 tensor_parallel_size: int = 1, dtype: str = "auto", grammar: GrammarSettings | None = None,
+                 cpt_table: CptTable | None = None, **engine_kwargs):
         try:
             from vllm import LLM, SamplingParams
             from vllm.lora.request import LoRARequest
@@ -162,7 +189,13 @@ class VllmGenerator:
             self.lora = LoRARequest("nyxmed-adapter", 1, str(adapter))
         self.llm = LLM(model=model, dtype=dtype, tensor_parallel_size=tensor_parallel_size, **engine_kwargs)
         self.tokenizer = self.llm.get_tokenizer()
-        self.params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens,
+        # vLLM compiles the grammar itself (xgrammar backend) and caches it across requests
+        structured = None
+        if grammar is not None:
+            from vllm.sampling_params import StructuredOutputsParams  # vLLM >= 0.11 (guided_* removed in 0.12)
+
+            structured = StructuredOutputsParams(grammar=code_line_ebnf(grammar, cpt_table))
+        self.params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, structured_outputs=structured,
                                      stop_token_ids=_stop_token_ids(self.tokenizer), skip_special_tokens=True)
 
     def generate(self, chats: Sequence[Chat], progress: bool = True) -> list[Generation]:
@@ -205,13 +238,17 @@ class OpenAIChatGenerator:
     """
 
     def __init__(self, endpoint: str, model: str, max_new_tokens: int = 64, batch_size: int = 4,
-                 api_key_env: str = "OPENAI_API_KEY", timeout_s: float = 300.0, retries: int = 3):
+                 api_key_env: str = "OPENAI_API_KEY", timeout_s: float = 300.0, retries: int = 3,
+                 grammar: GrammarSettings | None = None, cpt_table: CptTable | None = None):
         self.base = endpoint.rstrip("/").removesuffix(_CHAT_PATH)
         self.url = self.base + _CHAT_PATH
         self.model, self.max_new_tokens, self.batch_size = model, max_new_tokens, batch_size
         self.api_key_env, self.api_key = api_key_env, os.environ.get(api_key_env)
         self.timeout_s, self.retries = timeout_s, retries
         self._usage_warned, self._lock = False, threading.Lock()
+        # vLLM's own request field (a vLLM server, not OpenAI's API); the legacy guided_* fields are
+        # ignored by current vLLM without an error, so they would silently decode unconstrained
+        self.extra = {} if grammar is None else {"structured_outputs": {"grammar": code_line_ebnf(grammar, cpt_table)}}
 
     def _send(self, url: str, body: bytes | None, timeout: float) -> bytes:
         """One HTTP exchange (POST with a body, else GET); urllib's and the socket's errors propagate."""
@@ -260,6 +297,7 @@ class OpenAIChatGenerator:
         body = json.dumps({
             "model": self.model, "temperature": 0.0, "max_tokens": self.max_new_tokens, "stop": [END_OF_TURN],
             "messages": [{"role": "system", "content": chat.system}, {"role": "user", "content": chat.user}],
+            **self.extra,
         }).encode()
         what = f"record {chat.id!r}: "
         for attempt in range(self.retries + 1):
@@ -300,22 +338,28 @@ class OpenAIChatGenerator:
 def build_generator(backend: str, model: str, adapter: str | None = None, batch_size: int = 4,
                     max_new_tokens: int = 64, dtype: str = "auto", device: str = "auto",
                     endpoint: str | None = None, api_key_env: str = "OPENAI_API_KEY",
-                    tensor_parallel_size: int = 1) -> Generator:
+                    tensor_parallel_size: int = 1, grammar: GrammarSettings | None = None,
+                    cpt_table: CptTable | None = None) -> Generator:
     """The generator for ``backend``; raises UsageError on a bad combination, BackendUnavailable when missing.
+
+    ``grammar`` turns on constrained decoding (CPT codes from ``cpt_table`` when it is a licensed table).
 
     For ``openai`` the server is asked first whether it serves ``model`` (RemoteError if not, or if it cannot be reached).
     """
     if backend == "transformers":
         return TransformersGenerator.from_pretrained(model, adapter, dtype, device, batch_size=batch_size,
-                                                     max_new_tokens=max_new_tokens)
+                                                     max_new_tokens=max_new_tokens, grammar=grammar,
+                                                     cpt_table=cpt_table)
     if backend == "vllm":
-        return VllmGenerator(model, adapter, max_new_tokens, tensor_parallel_size=tensor_parallel_size, dtype=dtype)
+        return VllmGenerator(model, adapter, max_new_tokens, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
+                             grammar=grammar, cpt_table=cpt_table)
     if backend == "openai":
         if not endpoint:
             raise UsageError("backend 'openai' needs an endpoint URL (e.g. http://127.0.0.1:8000/v1)")
         if adapter:
             raise UsageError("backend 'openai' cannot apply an adapter: serve it and pass its served name as the model")
-        generator = OpenAIChatGenerator(endpoint, model, max_new_tokens, batch_size, api_key_env)
+        generator = OpenAIChatGenerator(endpoint, model, max_new_tokens, batch_size, api_key_env,
+                                        grammar=grammar, cpt_table=cpt_table)
         generator.check_server()
         return generator
     raise UsageError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")

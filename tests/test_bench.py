@@ -119,3 +119,38 @@ def test_code_throughput_reports_retrieval_and_generation_apart():
     assert parts == pytest.approx(result["total"]["seconds"], abs=2e-3)
     assert all(result[k]["reports_per_s"] > 0 for k in ("retrieval_prompt", "generation", "total"))
     assert result["prompt_tokens_mean"] > 100  # few-shot examples and candidates, not a bare report
+
+
+def test_constrained_bench_reports_both_runs_with_paired_cis(tmp_path, tiny_tokenizer, tiny_base_dir):
+    """bench/constrained.py on a `make demo`-shaped folder built from the tiny fixtures."""
+    import shutil
+
+    pytest.importorskip("xgrammar")
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import make_adapter
+    from training_data import build_dataset
+
+    from nyxmed.evaluation import create_benchmark
+    from nyxmed.metrics import AGGREGATE_METRICS
+
+    demo = tmp_path / "demo"
+    shutil.copytree(tiny_base_dir, demo / "base")
+    make_adapter(demo / "base", demo / "adapter")
+    build_dataset(tiny_tokenizer, demo / "data", n_train=8, n_val=4)
+    create_benchmark(demo / "data", demo / "bench.json", pool="heldout", n=4)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(BENCH.with_name("constrained.py")), "--demo-out", str(demo),
+                           "--max-new-tokens", "64", "--resamples", "50"], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["n"] == 4
+    assert set(result["unconstrained"]) == set(result["constrained"]) == set(result["ci95_difference"]) \
+        == set(AGGREGATE_METRICS)
+    assert result["invalid_code_rate"]["constrained"] == 0 and result["constrained"]["parse_failure_rate"] == 0
+    free = result["unconstrained"]  # a random adapter writes no clean line unconstrained: the control
+    assert free["invalid_code_rate"] + free["parse_failure_rate"] > 0
+    assert all(v > 0 for v in result["seconds_per_record"].values()) and result["time_ratio"] > 0
+    assert result["grammar_compile_seconds"] > 0 and result["grammar_memory_bytes"] > 0
+    run = json.loads((demo / "constrained" / "constrained" / "metrics.json").read_text())["run"]
+    assert run["constrained"]["icd"] == "billable" and run["constrained"]["max_icd"] == 8

@@ -298,3 +298,44 @@ def test_vllm_wiring_with_a_recording_engine(tiny_base_dir, tmp_path, monkeypatc
     assert calls["params"].kwargs["temperature"] == 0.0 and calls["params"].kwargs["max_tokens"] == 64
     assert tok.convert_tokens_to_ids("<|eot_id|>") in calls["params"].kwargs["stop_token_ids"]
     assert calls["prompts"][0] == render_prompt(tok, CHATS[0].system, CHATS[0].user)
+
+
+def test_openai_constrained_sends_the_grammar_in_structured_outputs(canned_server):
+    from nyxmed.constrained import GrammarSettings, code_line_ebnf
+
+    canned_server.answers = {CHATS[0].user: "74177, , R10.84"}
+    settings = GrammarSettings(icd="valid", max_icd=2)
+    gen = build_generator("openai", "served-model", endpoint=_url(canned_server), grammar=settings)
+    assert gen.generate(CHATS[:1], progress=False)[0].text == "74177, , R10.84"
+    sent = canned_server.requests[0]
+    assert sent["structured_outputs"] == {"grammar": code_line_ebnf(settings)}
+    assert 'icds ::= icd (", " icd){0,1}' in sent["structured_outputs"]["grammar"]
+    assert not [k for k in sent if k.startswith("guided_")]  # ignored by current vLLM: never sent
+
+
+def test_vllm_constrained_passes_structured_outputs(tiny_base_dir, monkeypatch):
+    """Against vLLM's documented API (SamplingParams(structured_outputs=StructuredOutputsParams(grammar=...)))."""
+    import sys
+    import types
+
+    from nyxmed.constrained import GrammarSettings, code_line_ebnf
+
+    class Recorder:
+        def __init__(self, *args, **kwargs):
+            self.kwargs = kwargs
+
+        def get_tokenizer(self):
+            from transformers import AutoTokenizer
+
+            return AutoTokenizer.from_pretrained(str(tiny_base_dir))
+
+    vllm, sampling = types.ModuleType("vllm"), types.ModuleType("vllm.sampling_params")
+    vllm.LLM, vllm.SamplingParams, sampling.StructuredOutputsParams = Recorder, Recorder, Recorder
+    lora_mod = types.ModuleType("vllm.lora.request")
+    lora_mod.LoRARequest = Recorder
+    for name, mod in (("vllm", vllm), ("vllm.sampling_params", sampling), ("vllm.lora", types.ModuleType("vllm.lora")),
+                      ("vllm.lora.request", lora_mod)):
+        monkeypatch.setitem(sys.modules, name, mod)
+    gen = build_generator("vllm", str(tiny_base_dir), grammar=GrammarSettings())
+    assert gen.params.kwargs["structured_outputs"].kwargs == {"grammar": code_line_ebnf(GrammarSettings())}
+    assert build_generator("vllm", str(tiny_base_dir)).params.kwargs["structured_outputs"] is None

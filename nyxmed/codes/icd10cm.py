@@ -156,6 +156,16 @@ def _all_billable() -> tuple[str, ...]:
         c for c in _cm.get_all_codes(with_dots=True) if _cm.is_category_or_subcategory(c) and _cm.is_leaf(c)))
 
 
+def all_valid() -> tuple[str, ...]:
+    """Every valid code of the loaded release: categories and subcategories, billable or not."""
+    return _all_valid()
+
+
+@lru_cache(maxsize=1)
+def _all_valid() -> tuple[str, ...]:
+    return tuple(dict.fromkeys(c for c in _cm.get_all_codes(with_dots=True) if _cm.is_category_or_subcategory(c)))
+
+
 def release_name() -> str:
     """Name of the loaded release file (for manifests)."""
     return _release["name"]
@@ -186,6 +196,6 @@ def load_release(tabular_xml: str | None = None, code_list: str | None = None) -
     except ElementTree.ParseError as exc:  # raised before anything is replaced: the old release stays
         raise ValueError(f"load_release: {str(tabular_xml)!r} is not a tabular XML file: {exc}") from exc
     finally:  # even a half-loaded release must not be answered from the old one's caches
-        for fn in (_is_valid, _is_billable, _category_ancestors, _ancestors, _descendants, _all_billable):
+        for fn in (_is_valid, _is_billable, _category_ancestors, _ancestors, _descendants, _all_billable, _all_valid):
             fn.cache_clear()
     _release["name"] = _SHIPPED if tabular_xml is None else str(tabular_xml)
