@@ -11,6 +11,7 @@ coded reports come from another seed, so none of them is in the retrieval pool. 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -47,6 +48,14 @@ def tiny_parts(root: Path, pool: int, dense: bool) -> tuple[str, Path]:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Parse ``argv``, time the coder, print one JSON object on stdout (everything else goes to stderr)."""
+    with contextlib.redirect_stdout(sys.stderr):  # libraries (DeepSpeed's accelerator probe) print to stdout
+        result = measure(argv)
+    print(json.dumps(result, indent=2))
+    return result
+
+
+def measure(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--reports", type=int, default=64)
     p.add_argument("--pool", type=int, default=600, help="synthetic cases the tiny preprocessor is built from")
@@ -90,7 +99,6 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                     "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
     }
-    print(json.dumps(result, indent=2))
     return result
 
 

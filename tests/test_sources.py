@@ -533,7 +533,7 @@ def test_postgres_env_dsn_cli_and_errors(pg_dsn, pg_table, monkeypatch, capsys):
     assert cli_main(["validate", "--query", query]) == 0
     out = capsys.readouterr().out
     assert "invalid ICD-10-CM code 'Z99.99'" in out and "duplicate id 'pg1'" in out
-    assert cli_main(["validate", "--query", f"SELECT nope FROM {pg_table}"]) == 2
+    assert cli_main(["validate", "--query", f"SELECT nope FROM {pg_table}"]) == 3  # InputError (docs/exit-codes.md)
     assert "query failed" in capsys.readouterr().err
     with pytest.raises(SourceError, match="column 'case_id' twice"):
         read_cases(PgSource(f"SELECT case_id, case_id FROM {pg_table}"))
