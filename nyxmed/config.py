@@ -96,6 +96,14 @@ class PromptConfig:
     min_body_tokens: int = 64  # report body head kept when the middle of a long body is cut
 
 
+RELEASE_SCHEME = "release:"  # model.base_model: release:REGISTRY[:VERSION] (nyxmed.releases.parent)
+
+
+def is_release_spec(model: str | None) -> bool:
+    """Whether a model reference names a release of a registry rather than a folder or Hub id."""
+    return bool(model) and model.startswith(RELEASE_SCHEME)
+
+
 @dataclass
 class ModelConfig:
     # local path, Hub id, or release:REGISTRY[:VERSION] (that release's merged model; production by default)

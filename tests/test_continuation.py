@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nyxmed.codeline import CodeLine
-from nyxmed.config import EvalConfig, load_recipe
+from nyxmed.config import load_recipe
 from nyxmed.dataset import build_dataset
 from nyxmed.io import sha256_file
 from nyxmed.synth import generate_cases
@@ -18,13 +18,21 @@ from nyxmed.synth import generate_cases
 ROOT = Path(__file__).resolve().parents[1]
 
 
+TINY = str(ROOT / "configs/tiny.yaml")
+
+
+def _overrides(tmp: Path, name: str, base: str, *extra: str) -> list[str]:
+    return [f"name={name}", f"model.base_model={base}", f"model.merge_cache={tmp / 'merged'}",
+            f"data.out_dir={tmp / name / 'data'}", "data.heldout_size=16", "data.val_size=4",
+            "retrieval.n_shots=1", "prompt.max_length=4096", f"train.dataset_dir={tmp / name / 'data' / 'dataset'}",
+            f"train.output_dir={tmp / name / 'adapter'}", "train.max_steps=2", "train.eval_steps=2",
+            "train.save_steps=2", "train.report_to=[]", "train.gradient_checkpointing=false",
+            "eval.dtype=float32", "eval.device=cpu", "eval.batch_size=8", "eval.max_new_tokens=8",
+            "eval.bootstrap=50", *extra]
+
+
 def _recipe(tmp: Path, name: str, base: str, *extra: str):
-    return load_recipe(ROOT / "configs/tiny.yaml", [
-        f"name={name}", f"model.base_model={base}", f"model.merge_cache={tmp / 'merged'}",
-        f"data.out_dir={tmp / name / 'data'}", "data.heldout_size=16", "data.val_size=4",
-        "retrieval.n_shots=1", "prompt.max_length=4096", f"train.dataset_dir={tmp / name / 'data' / 'dataset'}",
-        f"train.output_dir={tmp / name / 'adapter'}", "train.max_steps=2", "train.eval_steps=2",
-        "train.save_steps=2", "train.report_to=[]", "train.gradient_checkpointing=false", *extra])
+    return load_recipe(TINY, _overrides(tmp, name, base, *extra))
 
 
 def _primary_corrections(cases):
@@ -76,8 +84,9 @@ def test_v2_from_the_v1_release_records_lineage_compares_and_rolls_back(capsys, 
                            cases[60:90], progress=False)
     assert reused.manifest["preprocessor_id"] == v1["preprocessor"]["id"]
     # v2 builds a new preprocessor, which ships with its adapter
-    r2 = _recipe(tmp_path, "v2", spec, "data.primary_weight=4", f"data.retained=[{retained}]",
-                 "data.preprocessor=new")
+    v2_keys = _overrides(tmp_path, "v2", spec, "data.primary_weight=4", f"data.retained=[{retained}]",
+                         "data.preprocessor=new", f"eval.data={tmp_path / 'v2' / 'data' / 'dataset'}")
+    r2 = load_recipe(TINY, v2_keys)
     tokenizer = parent_mod.tokenizer_source(r2.model)
     assert tokenizer == str(registry.path("v1"))  # the release carries its tokenizer: no merge for build-data
     built2 = build_dataset(r2, AutoTokenizer.from_pretrained(tokenizer), _primary_corrections(cases[60:110]),
@@ -91,7 +100,11 @@ def test_v2_from_the_v1_release_records_lineage_compares_and_rolls_back(capsys, 
     primary = [w for role, w in zip(train_rows["role"], train_rows["weight"]) if role == "primary"]
     assert primary and set(primary) == {4.0}
 
-    train(r2)
+    from nyxmed.cli import main
+
+    with pytest.raises(Exception, match="names a release"):  # the library entry needs the resolved parent
+        train(r2)
+    assert main(["train", "--config", TINY, *v2_keys]) == 0  # the launcher resolves release: (merge, cached)
     v2_dir = Path(r2.train.output_dir)
     metrics = json.loads((v2_dir / "training_metrics.json").read_text())
     parent = metrics["parent"]
@@ -110,11 +123,19 @@ def test_v2_from_the_v1_release_records_lineage_compares_and_rolls_back(capsys, 
     resolved = parent_mod.resolve_parent(spec, r2.model.merge_cache, r2.model.dtype)
     assert resolved.model_dir == merged
 
-    # parent vs child on the same records, paired CIs; stored in the release and its card
-    eval_cfg = EvalConfig(data=str(built2.out_dir / "dataset"), split="heldout", dtype="float32", device="cpu",
-                          batch_size=8, max_new_tokens=8, bootstrap=50)
-    comparison = parent_mod.compare_with_parent(resolved, v2_dir, eval_cfg, tmp_path / "compare")
+    # parent vs child on the same records, paired CIs, from the child's recipe; stored in the release and its card
+    assert main(["compare-parent", "--config", TINY, *v2_keys, "--out", str(tmp_path / "compare")]) == 0
+    assert "| all_three_exact |" in capsys.readouterr().out
+    comparison = json.loads((tmp_path / "compare" / "comparison.json").read_text())
     assert comparison["n"] == len(built2.dataset["heldout"]) and "all_three_exact" in comparison["metrics"]
+    # `evaluate` with the recipe's release: base scores the parent's merged model: the same outputs
+    assert main(["evaluate", "--config", TINY, *v2_keys, "--out", str(tmp_path / "parent-eval")]) == 0
+    assert (tmp_path / "parent-eval" / "predictions.jsonl").read_text() == \
+        (tmp_path / "compare" / "parent" / "predictions.jsonl").read_text()
+    # a child trained on another parent (v1 has none) is refused: its delta would not be this release's
+    assert main(["compare-parent", "--config", TINY, *v2_keys, f"--adapter={v1_dir}",
+                 "--out", str(tmp_path / "wrong")]) == 2
+    assert "trained on parent None" in capsys.readouterr().err and not (tmp_path / "wrong").exists()
     publish(v2_dir, "v2", registry, tmp_path / "staging" / "v2",
             inputs=CardInputs(compare=str(tmp_path / "compare" / "comparison.json")))
     v2 = registry.release("v2")
@@ -127,7 +148,6 @@ def test_v2_from_the_v1_release_records_lineage_compares_and_rolls_back(capsys, 
     registry.promote("v2")
     rows = {r["version"]: r for r in parent_mod.lineage_rows(registry)}
     assert (rows["v1"]["parent"], rows["v2"]["parent"], rows["v2"]["production"]) == (None, "v1", True)
-    from nyxmed.cli import main
 
     assert main(["releases", "--registry", str(registry.root), "list"]) == 0
     listed = [line for line in capsys.readouterr().out.splitlines() if " v2 " in line]

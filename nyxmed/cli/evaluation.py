@@ -15,6 +15,12 @@ def register(sub) -> None:
                         config_help="recipe YAML: its `eval` section (and model.base_model) give the defaults",
                         overrides_help="dotted recipe overrides, e.g. eval.backend=vllm eval.batch_size=16")
 
+    options.add_command(sub, "compare-parent", EvalConfig, compare_parent,
+                        "evaluate the parent release and the child trained on it on the same records, paired CIs",
+                        config_help="the child's recipe: model.base_model release:REGISTRY[:VERSION], train.output_dir "
+                                    "the child adapter (or --adapter), its eval section (data, benchmark)",
+                        overrides_help="dotted recipe overrides, e.g. eval.benchmark=bench.json")
+
     p = sub.add_parser("benchmark", help="benchmark manifests")
     bsub = p.add_subparsers(dest="benchmark_cmd", required=True)
     options.add_command(bsub, "create", BenchmarkConfig, benchmark_create,
@@ -30,13 +36,37 @@ def register(sub) -> None:
 def evaluate(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from nyxmed.config import load_eval_config
+    from nyxmed.config import load_eval_config, load_recipe
     from nyxmed.evaluation import eval_inputs, run, summary_table
     from nyxmed.io import check_outputs
+    from nyxmed.releases.parent import resolve_eval_model
 
     cfg = load_eval_config(args.config, args.overrides, options.flags(args))
     check_outputs([args.config, *eval_inputs(cfg)], [cfg.out_dir])
+    cfg, _ = resolve_eval_model(cfg, load_recipe(args.config, args.overrides).model)  # release:...: merged model
     Console().print(summary_table(run(cfg), cfg.out_dir))
+    return 0
+
+
+def compare_parent(args: argparse.Namespace) -> int:
+    from nyxmed.config import is_release_spec, load_eval_config, load_recipe
+    from nyxmed.errors import UsageError
+    from nyxmed.evaluation import comparison_markdown, eval_inputs
+    from nyxmed.io import check_outputs
+    from nyxmed.releases.parent import compare_with_parent, resolve_parent
+
+    if not args.config:
+        raise UsageError("compare-parent: --config (the child's recipe) is required")
+    recipe = load_recipe(args.config, args.overrides)
+    cfg = load_eval_config(args.config, args.overrides, options.flags(args))
+    child = cfg.adapter or recipe.train.output_dir
+    m = recipe.model
+    if not is_release_spec(m.base_model):
+        raise UsageError(f"compare-parent: model.base_model {m.base_model!r} is not release:REGISTRY[:VERSION]")
+    check_outputs([args.config, *eval_inputs(cfg), child], [cfg.out_dir])
+    parent = resolve_parent(m.base_model, m.merge_cache, m.dtype)
+    comparison = compare_with_parent(parent, child, cfg, cfg.out_dir)
+    print(comparison_markdown(comparison, (parent.version, "child")))
     return 0
 
 

@@ -22,12 +22,15 @@ def register(sub) -> None:
 def train(args: argparse.Namespace) -> int:
     from nyxmed.config import load_recipe
     from nyxmed.io import check_outputs
+    from nyxmed.releases.parent import resolve_parent
     from nyxmed.training import train as run_training
 
     recipe = load_recipe(args.config, list(args.overrides) + (["train.resume=true"] if args.resume else []))
     t = recipe.train
     check_outputs([args.config, t.dataset_dir, recipe.model.base_model, recipe.grpo.sft_adapter], [t.output_dir])
-    result = run_training(recipe)
+    m = recipe.model
+    parent = resolve_parent(m.base_model, m.merge_cache, m.dtype)  # release:...: merged (or reused) on every rank
+    result = run_training(recipe, parent)
     if os.environ.get("RANK", "0") != "0":  # one summary per launch, from the main process
         return 0
     print_json({"output_dir": result.output_dir, "stop_reason": result.stop_reason,

@@ -9,13 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nyxmed.config import ModelConfig
+from nyxmed.config import RELEASE_SCHEME, ModelConfig, is_release_spec
 from nyxmed.errors import UsageError
 from nyxmed.io import read_json, sha256_text
 from nyxmed.releases.staging import TRAINING_RECORDS
-
-RELEASE_SCHEME = "release:"
-
 
 @dataclass(frozen=True)
 class ParentRelease:
@@ -48,7 +45,7 @@ class ParentRelease:
 
 def parse_release_spec(spec: str | None) -> tuple[str, str | None] | None:
     """``release:REGISTRY[:VERSION]`` -> (registry, version or None for production); None for a plain model."""
-    if not spec or not spec.startswith(RELEASE_SCHEME):
+    if not is_release_spec(spec):
         return None
     rest = spec[len(RELEASE_SCHEME):]
     registry, sep, version = rest.rpartition(":")
@@ -104,17 +101,13 @@ def resolve_parent(spec: str | None, cache_dir: str | os.PathLike | None = None,
     return parent
 
 
-def resolve_model(recipe: Any) -> tuple[Any, ParentRelease | None]:
-    """``recipe`` with ``model.base_model`` (and an unset ``model.tokenizer``) pointing at the merged release
-    when it names one, and that parent; a plain model comes back unchanged with None."""
+def resolve_eval_model(cfg: Any, model: ModelConfig) -> tuple[Any, ParentRelease | None]:
+    """An EvalConfig whose ``model`` names a release, with that release's merged model instead (merged on
+    demand into ``model.merge_cache`` at ``model.dtype``, as training does), and the release; else unchanged."""
     from dataclasses import replace
 
-    m = recipe.model
-    parent = resolve_parent(m.base_model, m.merge_cache, m.dtype)
-    if parent is None:
-        return recipe, None
-    return replace(recipe, model=replace(m, base_model=str(parent.model_dir),
-                                         tokenizer=m.tokenizer or str(parent.model_dir))), parent
+    parent = resolve_parent(cfg.model, model.merge_cache, model.dtype)
+    return (cfg, None) if parent is None else (replace(cfg, model=str(parent.model_dir)), parent)
 
 
 def tokenizer_source(model: Any) -> str:
@@ -138,11 +131,17 @@ def compare_with_parent(parent: ParentRelease, child_adapter: str | os.PathLike,
     """Evaluate the parent (its merged model) and the child (that model + ``child_adapter``) on the same
     records of ``eval_cfg`` (``data``/``benchmark``/``split``), then compare them with paired CIs
     (:func:`nyxmed.evaluation.compare_runs`). Writes ``out_dir/{parent,child}/`` and ``comparison.json``;
-    returns the comparison (publish it with ``CardInputs(compare=...)``)."""
+    returns the comparison (publish it with ``CardInputs(compare=...)``). Refuses a child whose
+    training_metrics.json names another parent (or none): the delta would not be this release's."""
     from dataclasses import replace
 
     from nyxmed.evaluation import compare_runs, evaluate_model, write_comparison
 
+    metrics = Path(child_adapter) / "training_metrics.json"
+    recorded = (read_json(metrics).get("parent") or {}) if metrics.is_file() else {}
+    if (recorded.get("version"), recorded.get("adapter_sha256")) != (parent.version, parent.adapter_sha256):
+        raise UsageError(f"{child_adapter}: trained on parent {recorded.get('version')!r}, not on release "
+                         f"{parent.version} of {parent.registry} (its training_metrics.json 'parent')")
     out = Path(out_dir)
     runs = {"parent": (str(parent.model_dir), None), "child": (str(parent.model_dir), str(child_adapter))}
     for name, (model, adapter) in runs.items():
@@ -162,5 +161,5 @@ def lineage_rows(registry: Any) -> list[dict[str, Any]]:
 
 
 __all__ = ["ParentRelease", "RELEASE_SCHEME", "compare_with_parent", "lineage_rows",
-           "resolve_model", "parent_training_records", "parse_release_spec", "release_of", "resolve_parent",
+           "parent_training_records", "parse_release_spec", "release_of", "resolve_eval_model", "resolve_parent",
            "tokenizer_source"]

@@ -21,11 +21,10 @@ from nyxmed import config as cfgmod
 from nyxmed import rewards
 from nyxmed.config import Recipe
 from nyxmed.prompts import chat_messages
-from nyxmed.releases.parent import resolve_model
 from nyxmed.training import artifacts
 from nyxmed.training.callbacks import CheckpointCommitCallback, FrozenEpochCallback, RunStatsCallback
-from nyxmed.training.run import (METRICS_FILE, TrainResult, _env, common_arguments, finish_run, start_run,
-                                 run_provenance, with_passthrough)
+from nyxmed.training.run import (METRICS_FILE, TrainResult, _env, common_arguments, finish_run, loaded_recipe,
+                                 run_provenance, start_run, with_passthrough)
 
 PROMPT_COLUMNS = ("system", "user", "answer")
 # grpo: fields that GRPOConfig takes under the same name (the vLLM ones only when vLLM is on)
@@ -101,15 +100,14 @@ def reward_curves(log_history: list[dict[str, Any]]) -> dict[str, list[dict[str,
     return {name: [{"step": r["step"], "value": r[key]} for r in log_history if key in r] for name, key in keys.items()}
 
 
-def train_grpo(recipe: Recipe) -> TrainResult:
+def train_grpo(recipe: Recipe, parent: Any | None = None) -> TrainResult:
     """Run the GRPO stage as ``recipe`` says; the artifacts in ``train.output_dir`` are the SFT run's."""
     from trl import GRPOTrainer
 
     t = recipe.train
     out = Path(t.output_dir)
     checkpoint_dir = out / "checkpoints"
-    given = recipe  # config.yaml keeps model.base_model as written (release:...)
-    recipe, parent = resolve_model(recipe)
+    given, recipe = recipe, loaded_recipe(recipe, parent)  # config.yaml keeps model.base_model as written
     args = grpo_arguments(recipe, checkpoint_dir)
     is_writer = args.should_save
     resume_from = start_run(given, out, checkpoint_dir, is_writer)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -22,7 +22,6 @@ from nyxmed.codes import icd10cm
 from nyxmed.config import Recipe
 from nyxmed.provenance import base_fingerprint, local_model_dir
 from nyxmed.errors import NotFound, OutputConflict
-from nyxmed.releases.parent import resolve_model
 from nyxmed.training.kernels import apply_liger
 from nyxmed.training.packing import PackingCollator, check_packing_supported
 from nyxmed.io import read_json, sha256_file, write_json
@@ -252,9 +251,25 @@ def finish_run(trainer, out: Path, expected: dict[str, tuple[int, ...]], metrics
     return frozen
 
 
-def train(recipe: Recipe) -> TrainResult:
+def loaded_recipe(recipe: Recipe, parent: Any | None) -> Recipe:
+    """The recipe a run loads: with a parent release (``model.base_model: release:...``, resolved by the
+    launcher with :func:`nyxmed.releases.parent.resolve_parent`), ``model.base_model`` and an unset
+    ``model.tokenizer`` point at the parent's merged model; ``recipe`` itself is what config.yaml keeps."""
+    m = recipe.model
+    if parent is None:
+        if cfgmod.is_release_spec(m.base_model):
+            raise cfgmod.ConfigError(f"model.base_model: {m.base_model!r} names a release: resolve it first "
+                                     "(nyxmed.releases.parent.resolve_parent; train.py does)")
+        return recipe
+    return replace(recipe, model=replace(m, base_model=str(parent.model_dir),
+                                         tokenizer=m.tokenizer or str(parent.model_dir)))
+
+
+def train(recipe: Recipe, parent: Any | None = None) -> TrainResult:
     """Fine-tune a LoRA adapter as ``recipe`` says; write the artifacts into ``train.output_dir``.
 
+    ``parent``: the resolved release ``model.base_model`` names (:class:`nyxmed.releases.parent.ParentRelease`),
+    whose merged model is trained on and whose record lands in training_metrics.json.
     Raises ``ValueError``/``FileNotFoundError`` for a bad dataset, config or resume state and
     :class:`artifacts.AdapterError` if the saved adapter is not the full trained adapter.
     """
@@ -262,15 +277,14 @@ def train(recipe: Recipe) -> TrainResult:
     if t.stage == "grpo":
         from nyxmed.training.grpo import train_grpo
 
-        return train_grpo(recipe)
+        return train_grpo(recipe, parent)
     if t.stage != "sft":
         raise cfgmod.ConfigError(f"train.stage: expected sft or grpo, got {t.stage!r}")
     if not t.dataset_dir:
         raise cfgmod.ConfigError("train.dataset_dir: not set (a dataset folder from `nyxmed build-data`)")
     out = Path(t.output_dir)
     checkpoint_dir = out / "checkpoints"
-    given = recipe  # config.yaml keeps model.base_model as written (release:...); the run loads the merged parent
-    recipe, parent = resolve_model(recipe)  # before TrainingArguments: the merge loads a whole model
+    given, recipe = recipe, loaded_recipe(recipe, parent)  # config.yaml keeps model.base_model as written
     args = training_arguments(recipe, checkpoint_dir)
     is_writer = args.should_save
     resume_from = start_run(given, out, checkpoint_dir, is_writer)
