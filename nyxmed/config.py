@@ -353,6 +353,18 @@ class DemoConfig:
     eval_max_new_tokens: int = _val(32, "the longest synthetic code line is ~25 tokens")
     version: str = _val("v1", "release version of the trained adapter")
     new_reports: int = _val(5, "new reports coded with the production release at the end (another seed)", minimum=0)
+    # `nyxmed demo --continue`: the next version on top of the production release the demo left in out_dir
+    continuation: bool = _val(False, "train, compare and release the next version on top of the production "
+                              "release in --out (run the demo there first); writes <out>/continue",
+                              flag="--continue")
+    continue_cases: int = _val(600, "new reviewed cases of the next version (another seed), with primary-ICD "
+                               "corrections", minimum=20)
+    continue_retained: int = _val(200, "retained cases, half of them ones the parent trained on (filtered out)",
+                                  minimum=0)
+    continue_primary_weight: float = _val(3.0, "loss weight of the primary-ICD corrections (data.primary_weight)",
+                                          minimum=0)
+    continue_steps: int = _val(30, "LoRA steps on the merged parent", minimum=1)
+    continue_version: str = _val("v2", "release version of the next adapter")
     overrides: list[str] = field(default_factory=list, metadata={"cli": False})  # key=value for the recipe
 
 

@@ -201,16 +201,16 @@ class Demo:
             self.artifacts["base model"] = self.out / "base"
             self.tokenizer = tokenizer
 
-    def dataset(self, cases) -> None:
+    def dataset(self, cases, title: str = "3. dataset: retrieval, candidates, leakage defense, splits") -> None:
         from nyxmed.dataset import build_dataset, composition_table
 
-        with self.step("3. dataset: retrieval, candidates, leakage defense, splits"):
+        with self.step(title):
             result = build_dataset(self.recipe, self.tokenizer, cases=cases)
             self.console.print(composition_table(result.manifest))
             self.artifacts["dataset"] = self.out / "data"
 
-    def train(self) -> None:
-        with self.step(f"4. LoRA training: train.py, DeepSpeed ZeRO-3 on {self.cfg.ranks} CPU processes"):
+    def train(self, title: str | None = None) -> None:
+        with self.step(title or f"4. LoRA training: train.py, DeepSpeed ZeRO-3 on {self.cfg.ranks} CPU processes"):
             cmd = train_command(self.cfg, self.recipe_path, self._recipe_overrides())
             self.console.print(" ".join(cmd), style="dim")
             env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -251,7 +251,7 @@ class Demo:
             compare_dir = evaluation.write_comparison(comparison, self.out / "compare", labels=("base", "adapter"))
             self.artifacts["comparison"] = compare_dir
             self.artifacts["benchmark"] = bench
-            self.console.print(_comparison_table(comparison))
+            self.console.print(comparison_table(comparison))
             after = json.loads((runs["adapter"] / "metrics.json").read_text())
             for metric, floor in FLOORS.items():
                 ok = after[metric] >= floor
@@ -356,9 +356,11 @@ class _Timer:
         return False
 
 
-def _comparison_table(comparison: dict[str, Any]) -> Table:
-    table = Table("metric", "before (base)", "after (adapter)", "difference", "95% CI of difference",
-                  title="untrained base vs trained adapter")
+def comparison_table(comparison: dict[str, Any], labels: tuple[str, str] = ("base", "adapter"),
+                     title: str = "untrained base vs trained adapter") -> Table:
+    """The shown metrics of a comparison: before, after, difference and its paired 95% CI."""
+    table = Table("metric", f"before ({labels[0]})", f"after ({labels[1]})", "difference", "95% CI of difference",
+                  title=title)
     for name in SHOWN:
         row = comparison["metrics"][name]
         lo, hi = row["diff_ci95"]

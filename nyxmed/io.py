@@ -135,24 +135,44 @@ def markdown_table(header: Sequence[Any], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-OWNED_MARKER = ".nyxmed-output"  # in every output folder nyxmed may later replace whole
+OWNED_MARKER = ".nyxmed-output"  # in every folder nyxmed may later replace whole (outputs, staging folders)
+EARLIER_MARKERS = (".nyxmed-staging",)  # what staging folders of earlier releases carry: still nyxmed's
+
+
+def is_owned(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a real folder (not a link) that nyxmed wrote: it carries :data:`OWNED_MARKER`."""
+    path = Path(path)
+    return path.is_dir() and not path.is_symlink() and any(
+        (path / m).is_file() for m in (OWNED_MARKER, *EARLIER_MARKERS))
+
+
+def check_replaceable(path: str | os.PathLike, what: str = "output folder", error: type | None = None) -> None:
+    """Refuse ``path`` unless it is absent, an empty folder, or a folder nyxmed wrote (:func:`is_owned`):
+    ``error`` (default OutputConflict) names it, and nothing is touched."""
+    from nyxmed.errors import OutputConflict
+
+    path, error = Path(path), error or OutputConflict
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise error(f"{what} {path} exists and is not a folder; choose another one")
+    if path.is_dir() and any(path.iterdir()) and not is_owned(path):
+        raise error(f"{what} {path} exists, is not empty and was not written by nyxmed (no {OWNED_MARKER}); "
+                    f"not replacing it: choose another one or remove it yourself")
+
+
+def mark_owned(path: str | os.PathLike) -> None:
+    """Write :data:`OWNED_MARKER` into the folder ``path`` (the next run into it may replace it)."""
+    (Path(path) / OWNED_MARKER).write_text("written by nyxmed; the next run into this folder replaces it\n")
 
 
 def fresh_output_dir(path: str | os.PathLike) -> Path:
     """An empty folder at ``path`` that nyxmed owns; an earlier one it wrote (with :data:`OWNED_MARKER`) is
     replaced, an empty one is taken, anything else is refused with OutputConflict and left untouched."""
-    from nyxmed.errors import OutputConflict
-
     path = Path(path)
-    if path.is_symlink() or (path.exists() and not path.is_dir()):
-        raise OutputConflict(f"{path}: exists and is not a folder; choose another output folder")
-    if path.is_dir() and any(path.iterdir()):
-        if not (path / OWNED_MARKER).is_file():
-            raise OutputConflict(f"{path}: exists, is not empty and was not written by nyxmed (no {OWNED_MARKER}); "
-                                 f"not replacing it: choose another output folder or remove it yourself")
+    check_replaceable(path)
+    if path.is_dir():
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
-    (path / OWNED_MARKER).write_text("written by nyxmed; the next run into this folder replaces it\n")
+    mark_owned(path)
     return path
 
 

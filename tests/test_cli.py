@@ -180,3 +180,12 @@ def test_recipe_commands_refuse_an_output_over_an_input(cases_file, tmp_path):
         before = _snapshot(tmp_path)
         assert main(argv) == OutputConflict.exit_code, argv
         assert _snapshot(tmp_path) == before, argv
+
+
+def test_demo_continue_without_a_demo_folder_is_one_line_and_writes_nothing(tmp_path, capsys):
+    from nyxmed.cli import main
+
+    assert main(["demo", "--continue", "--out", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "run `nyxmed demo --out" in err
+    assert not (tmp_path / "none").exists()

@@ -206,3 +206,34 @@ def test_the_demo_codes_new_reports_with_the_production_release(demo):
     assert {c["preprocessor_id"] for c in coded} == {release["preprocessor"]["id"]}
     assert {c["version"] for c in coded} == {d.cfg.version}
     assert sum(bool(c["cpt"]) and bool(c["icd"]) for c in coded) >= d.cfg.new_reports - 1  # a trained coder
+
+
+def test_continue_trains_v2_on_the_v1_release_compares_releases_and_rolls_back(demo):
+    """`nyxmed demo --continue` on the demo's folder (last: it promotes v2 in the fixture's registry)."""
+    from nyxmed.coder import load_coder
+    from nyxmed.demo_continue import ContinuationDemo
+    from nyxmed.releases import LocalRegistry
+
+    d, _ = demo
+    cfg = replace(SMALL, out_dir=str(d.out), continuation=True, continue_cases=160, continue_retained=40,
+                  continue_steps=4, overrides=[*SMALL.overrides, "data.heldout_size=20", "data.val_size=8"])
+    summary = ContinuationDemo(cfg).run()
+    cont = d.out / "continue"
+    registry = LocalRegistry(d.out / "registry")
+    v1, v2 = registry.release("v1"), registry.release("v2")
+    assert registry.production() == "v2" and v2["parent"]["version"] == "v1"
+    assert v2["parent"]["adapter_sha256"] == v1["files"]["adapter_model.safetensors"]["sha256"]
+    assert v2["preprocessor"]["id"] == v1["preprocessor"]["id"]  # the parent's preprocessor by default
+    counts = summary["counts"]
+    assert counts["by_role"]["primary"] > 0 and counts["retained_filtered_by_previous_manifest"] == 20
+    stored = json.loads((registry.path("v2") / "comparison.json").read_text())
+    assert stored["n"] == SMALL.benchmark_n and stored["metrics"]["cpt_exact"]["diff"] == \
+        summary["comparison"]["cpt_exact"]["diff"]
+    assert "## Comparison with v1" in (registry.path("v2") / "README.md").read_text()
+    assert json.loads((cont / "compare" / "parent" / "metrics.json").read_text())["cpt_exact"] == \
+        _metrics(d.out / "eval_adapter")["cpt_exact"]  # the parent merged codes the benchmark as v1 did
+    with pytest.raises(Exception, match="already has v2"):  # a second run never overwrites a release
+        ContinuationDemo(cfg).run()
+    registry.rollback()
+    coder = load_coder(release=str(registry.root), dtype="float32", device="cpu", max_new_tokens=4)
+    assert coder.describe()["version"] == "v1" and coder.preprocessor.id == v1["preprocessor"]["id"]

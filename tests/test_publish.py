@@ -318,6 +318,20 @@ def test_staging_never_deletes_what_it_did_not_create(tmp_path, trained_adapter_
     (again,) = publish(adapter, "v1-final", None, tmp_path / "work")[-1:]
     assert again.folder == staged.folder and not (again.folder / "stale.txt").exists()
     assert (again.folder / STAGING_MARKER).is_file() and STAGING_MARKER not in again.release["files"]
+    # one marker for every folder nyxmed replaces; a staging folder of an earlier release (.nyxmed-staging)
+    # is still nyxmed's, and an empty folder holds nothing to lose
+    from nyxmed.io import OWNED_MARKER
+
+    assert STAGING_MARKER == OWNED_MARKER
+    for name in (".nyxmed-staging", None):
+        (again.folder / STAGING_MARKER).unlink()
+        if name:
+            (again.folder / name).write_text("earlier nyxmed")
+        else:
+            for f in sorted(again.folder.rglob("*"), reverse=True):
+                f.rmdir() if f.is_dir() else f.unlink()
+        (replaced,) = publish(adapter, "v1-final", None, tmp_path / "work")[-1:]
+        assert (replaced.folder / STAGING_MARKER).is_file() and (replaced.folder / "release.json").is_file()
 
 
 def test_card_model_index_carries_a_real_evaluation(tmp_path):

@@ -151,6 +151,9 @@ def move_in_process(make_registry, job, barrier, errors) -> None:
         reg.rollback() if job == "rollback" else reg.promote(job)
     except Exception as exc:  # reported to the parent, which fails the test with it
         errors.put(f"{job}: {type(exc).__name__}: {exc}")
+        errors.close()
+        errors.join_thread()  # flushed before the exit code says so (Queue.empty() alone can miss it)
+        raise SystemExit(1)
 
 
 def promote_concurrently(make_registry, versions, rounds, rollbacks=2) -> None:
@@ -166,14 +169,16 @@ def promote_concurrently(make_registry, versions, rounds, rollbacks=2) -> None:
             p.start()
         for p in procs:
             p.join(300)
-        assert [p.exitcode for p in procs] == [0] * len(procs)
-        assert errors.empty(), errors.get()
+        codes = [p.exitcode for p in procs]
+        if codes != [0] * len(procs):  # a failed move exits 1 after its error is flushed
+            raise AssertionError((codes, [errors.get(timeout=10) for c in codes if c == 1]))
+        assert errors.empty()
 
 
 def assert_valid_chain(reg, n_moves) -> None:
     """Each move's ``previous`` is the production before it; rollback returns to the one before the last."""
     moves = [h for h in reg.history() if h["action"] in ("promote", "rollback")]
-    assert len(moves) == n_moves
+    assert len(moves) == n_moves, [(m["action"], m["version"], m["previous"]) for m in moves]
     before = None
     for m in moves:
         assert m["previous"] == before, moves

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from nyxmed.cli import options
 from nyxmed.config import DemoConfig
@@ -22,6 +23,12 @@ def demo(args: argparse.Namespace) -> int:
 
     flags = [f"{k}={v}" for k, v in options.flags(args).items()]
     cfg = load_demo_config(args.config, [*args.overrides, *flags])
+    if cfg.continuation:
+        from nyxmed.demo_continue import CONTINUE_DIR, continuation_inputs, run_continuation
+
+        check_outputs([args.config, *demo_inputs(cfg), *continuation_inputs(cfg)], [Path(cfg.out_dir) / CONTINUE_DIR])
+        run_continuation(cfg)
+        return 0
     check_outputs([args.config, *demo_inputs(cfg)], [cfg.out_dir])
     summary = run_demo(cfg)
     if not summary["floors_met"]:

@@ -116,11 +116,12 @@ def stage_all(path: str | os.PathLike, version: str, workdir: str | os.PathLike,
     """Stage every version of :func:`plan` under ``workdir/<version>/`` with its card and ``preprocessor``
     (default: the one the run's dataset was built with, :func:`find_preprocessor`)."""
     preprocessor = preprocessor or find_preprocessor(path)
-    pre_card = None
-    if preprocessor is not None:
+    pre_card = pre_manifest = None
+    if preprocessor is not None:  # verified once here; each staged copy is checked against this manifest
         from nyxmed.preprocessor import verify
 
-        pre_card = {"id": verify(preprocessor)["preprocessor_id"], "complete": full_preprocessor}
+        pre_manifest = verify(preprocessor)
+        pre_card = {"id": pre_manifest["preprocessor_id"], "complete": full_preprocessor}
     records = find_training_records(path)
     comparison = _json(Path(inputs.compare)) if inputs.compare else None
     versions = plan(path, version)
@@ -142,7 +143,7 @@ def stage_all(path: str | os.PathLike, version: str, workdir: str | os.PathLike,
             parent=extras.get("parent"))
         staged.append(stage(folder, v, Path(workdir) / v, extra=extras, card=card, preprocessor=preprocessor,
                             full_preprocessor=full_preprocessor, training_records=records,
-                            comparison=comparison if final else None))
+                            comparison=comparison if final else None, preprocessor_manifest=pre_manifest))
     return staged
 
 

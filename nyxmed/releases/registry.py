@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import tempfile
+import uuid
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,8 +29,10 @@ MOVES = ("promote", "rollback")  # the history actions that move production
 
 
 def history_entry(action: str, version: str | None, previous: str | None, **extra: Any) -> dict[str, Any]:
+    """One history line. ``id`` is unique per call: two identical moves in the same second by the same
+    user are two lines (on the Hub an identical commit would be skipped as empty and one move lost)."""
     return {"at": utc_now(), "action": action, "version": version, "previous": previous,
-            "user": getpass.getuser(), "host": socket.gethostname(), **extra}
+            "user": getpass.getuser(), "host": socket.gethostname(), "id": uuid.uuid4().hex, **extra}
 
 
 def parse_json(data: str | bytes, where: str, recovery: str) -> dict[str, Any]:

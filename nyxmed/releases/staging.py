@@ -22,7 +22,7 @@ import yaml
 
 from nyxmed.errors import (InputError, NotFound, NyxmedError, OutputConflict, RemoteError, UsageError,
                            VerificationError)
-from nyxmed.io import atomic_dir, jsonl_text, utc_now, write_atomic
+from nyxmed.io import OWNED_MARKER, atomic_dir, check_replaceable, jsonl_text, mark_owned, utc_now, write_atomic
 
 RELEASE_FILE = "release.json"
 PREPROCESSOR_DIR = "preprocessor"  # a release's preprocessor files live under this folder
@@ -33,7 +33,7 @@ PREPROCESSOR_DESCRIPTION = ("manifest.json", "settings.json")
 # (no report text), and the parent -> child comparison (numbers only).
 TRAINING_RECORDS = "training_records.jsonl"
 COMPARISON_FILE = "comparison.json"
-STAGING_MARKER = ".nyxmed-staging"  # in every folder stage() writes; only such a folder is ever replaced
+STAGING_MARKER = OWNED_MARKER  # in every folder stage() writes; only such a folder is ever replaced
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
 # Files that may be released, per kind. Everything else is skipped.
@@ -207,34 +207,37 @@ def check_staging_target(src: Path, out: Path) -> None:
     if real_out == real_src or real_src in real_out.parents or real_out in real_src.parents:
         raise StagingConflict(f"staging folder {out} overlaps {src}, the folder being released; "
                               f"choose an --out outside it")
-    if (out.exists() or out.is_symlink()) and not (out.is_dir() and not out.is_symlink()
-                                                   and (out / STAGING_MARKER).is_file()):
-        raise StagingConflict(f"staging folder {out} exists and was not written by nyxmed (no {STAGING_MARKER}); "
-                              f"not replacing it: choose another --out or remove it yourself")
+    check_replaceable(out, "staging folder", StagingConflict)
 
 
-def _copy_preprocessor(src: Path, dst: Path, full: bool) -> dict[str, Any]:
-    """Copy a verified preprocessor into ``dst/preprocessor/``: every file (``full``) or only the files
-    that describe it (manifest and settings, no report text). Returns what release.json records."""
+def _copy_preprocessor(src: Path, dst: Path, full: bool, manifest: dict[str, Any] | None) -> dict[str, Any]:
+    """Copy a preprocessor into ``dst/preprocessor/``: every file (``full``) or only the files that describe
+    it (manifest and settings, no report text). ``manifest``: what :func:`nyxmed.preprocessor.verify`
+    returned for ``src`` (verified now when None); every copied file is checked against it. Returns what
+    release.json records."""
     from nyxmed.preprocessor import verify
 
-    manifest = verify(src)
+    manifest = manifest or verify(src)
     names = ["manifest.json", *manifest["files"]] if full else list(PREPROCESSOR_DESCRIPTION)
     for rel in names:
         target = dst / PREPROCESSOR_DIR / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src / rel, target)
+        want = manifest["files"].get(rel)
+        if want is not None and file_entry(target).sha256 != want:  # changed since it was verified
+            raise ChecksumMismatch(f"preprocessor {src}: file {rel} changed while it was being released")
     return {"id": manifest["preprocessor_id"], "complete": full}
 
 
 def stage(path: str | os.PathLike, version: str, out: str | os.PathLike, extra: dict[str, Any] | None = None,
           card: str | None = None, preprocessor: str | os.PathLike | None = None,
           full_preprocessor: bool = True, training_records: list[dict[str, Any]] | None = None,
-          comparison: dict[str, Any] | None = None) -> Staged:
+          comparison: dict[str, Any] | None = None, preprocessor_manifest: dict[str, Any] | None = None) -> Staged:
     """Copy the releasable files of ``path`` into ``out`` (fresh), the ``preprocessor`` its prompts were
     made with (all of it, or with ``full_preprocessor=False`` only its manifest and settings), the
     ``training_records`` (id, content_hash), the ``comparison`` with its parent (numbers only), README.md
-    (``card``) and release.json; return what was staged and what was skipped.
+    (``card``) and release.json; return what was staged and what was skipped. ``preprocessor_manifest``:
+    the preprocessor's verified manifest when the caller already verified it (else it is verified here).
 
     ``out`` is replaced only if an earlier stage() wrote it (:class:`StagingConflict` otherwise)."""
     src, out = Path(path), Path(out)
@@ -242,11 +245,12 @@ def stage(path: str | os.PathLike, version: str, out: str | os.PathLike, extra: 
     kind = detect_kind(src)
     check_staging_target(src, out)
     with atomic_dir(out) as tmp:  # a failed stage leaves the earlier staging folder as it was
-        (tmp / STAGING_MARKER).write_text("written by nyxmed publish/register; replaced by the next one\n")
+        mark_owned(tmp)
         skipped = _copy_allowed(src, tmp, kind)
         extra = dict(extra or {})
         if preprocessor is not None:
-            extra["preprocessor"] = _copy_preprocessor(Path(preprocessor), tmp, full_preprocessor)
+            extra["preprocessor"] = _copy_preprocessor(Path(preprocessor), tmp, full_preprocessor,
+                                                       preprocessor_manifest)
         if training_records is not None:
             write_atomic(tmp / TRAINING_RECORDS, jsonl_text(
                 [{"id": r.get("id"), "content_hash": r.get("content_hash")} for r in training_records]))
