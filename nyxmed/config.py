@@ -289,6 +289,9 @@ class DecodingConfig:
                              "nyxmed[constrained] (xgrammar) for transformers")
     constrained_icd: str = _val("billable", "ICD-10-CM codes the grammar allows: billable (leaves) | valid (any "
                                 "category or subcategory)", choices=("billable", "valid"))
+    constrained_cpt: str = _val("radiology", "procedure codes the grammar allows without a cpt_table: radiology "
+                                "(the public radiology ranges, Category III, HCPCS Level II) | any (every CPT/HCPCS "
+                                "shape)", choices=("radiology", "any"))
     constrained_max_cpt: int = _val(4, "most procedure codes in a constrained line", minimum=1)
     constrained_max_modifiers: int = _val(3, "most modifiers in a constrained line", minimum=0)
     constrained_max_icd: int = _val(8, "most diagnosis codes in a constrained line", minimum=1)

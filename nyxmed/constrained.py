@@ -20,9 +20,12 @@ from nyxmed.errors import UsageError
 from nyxmed.io import sha256_text
 
 ICD_SETS = ("billable", "valid")
+CPT_SETS = ("radiology", "any")
 
-# Without a licensed table a CPT/HCPCS code is valid by shape (CptTable.is_valid); one rule per shape.
+# Without a licensed table: `any` = every code valid by shape (CptTable.is_valid), one rule per shape;
+# `radiology` = cpt_codes.is_radiology_procedure (the radiology ranges, Category III, HCPCS Level II).
 _CPT_SHAPES = '[0-9]{5} | [0-9]{4} [FT] | [A-V] [0-9]{4}'
+_CPT_OUTSIDE_RANGES = '"0" [0-9]{3} "T" | [A-V] [0-9]{4}'
 
 
 class ConstrainedUnavailable(UsageError):
@@ -37,10 +40,13 @@ class GrammarSettings:
     max_cpt: int = 4
     max_modifiers: int = 3
     max_icd: int = 8
+    cpt: str = "radiology"  # without a licensed table: radiology (ranges, III, HCPCS) | any (every shape)
 
     def __post_init__(self):
         if self.icd not in ICD_SETS:
             raise UsageError(f"constrained_icd must be one of {', '.join(ICD_SETS)}, got {self.icd!r}")
+        if self.cpt not in CPT_SETS:
+            raise UsageError(f"constrained_cpt must be one of {', '.join(CPT_SETS)}, got {self.cpt!r}")
         for name in ("max_cpt", "max_modifiers", "max_icd"):
             if getattr(self, name) < 1:
                 raise UsageError(f"constrained_{name} must be >= 1, got {getattr(self, name)}")
@@ -48,7 +54,8 @@ class GrammarSettings:
     @classmethod
     def of(cls, cfg) -> "GrammarSettings":
         """The settings of a config with ``constrained_icd`` / ``constrained_max_*`` fields (EvalConfig)."""
-        return cls(cfg.constrained_icd, cfg.constrained_max_cpt, cfg.constrained_max_modifiers, cfg.constrained_max_icd)
+        return cls(cfg.constrained_icd, cfg.constrained_max_cpt, cfg.constrained_max_modifiers, cfg.constrained_max_icd,
+                   cfg.constrained_cpt)
 
 
 def _trie(codes: Sequence[str]) -> str:
@@ -97,7 +104,12 @@ def code_line_ebnf(settings: GrammarSettings = GrammarSettings(), cpt_table: cpt
 
 @lru_cache(maxsize=16)
 def _ebnf(settings: GrammarSettings, table: tuple[str, ...], release: str) -> str:  # release: part of the key
-    cpt = _trie(table) if table else _CPT_SHAPES
+    if table:
+        cpt = _trie(table)
+    elif settings.cpt == "any":
+        cpt = _CPT_SHAPES
+    else:
+        cpt = f"{_trie(cpt_codes.radiology_codes())} | {_CPT_OUTSIDE_RANGES}"
     return "\n".join([
         'root ::= cpts ", " modifiers? ", " icds',
         f'cpts ::= {_bounded("cpt", " ", settings.max_cpt)}',

@@ -12,6 +12,7 @@ pytest.importorskip("xgrammar")
 from nyxmed import constrained
 from nyxmed.codeline import parse
 from nyxmed.codes import icd10cm
+from nyxmed.codes import cpt as cpt_codes
 from nyxmed.codes.cpt import CptTable
 from nyxmed.constrained import GrammarSettings, accepts_text, compile_code_line
 from nyxmed.errors import UsageError
@@ -30,9 +31,11 @@ def billable(tiny_tokenizer):
 
 
 def _is_clean(text: str, table: CptTable | None = None) -> bool:
-    """Parses to a line with codes, none invalid, every diagnosis billable."""
+    """Parses to a line with codes, none invalid, every diagnosis billable, every procedure a radiology
+    one when there is no table (the grammar's default ``constrained_cpt: radiology``)."""
     line = parse(text).line
-    return bool(line.cpt and line.icd) and not line.invalid_codes(table) and all(map(icd10cm.is_billable, line.icd))
+    return (bool(line.cpt and line.icd) and not line.invalid_codes(table) and all(map(icd10cm.is_billable, line.icd))
+            and (table is not None or all(map(cpt_codes.is_radiology_procedure, line.cpt))))
 
 
 def test_accepts_every_gold_line_of_a_large_synthetic_set(billable):
@@ -60,11 +63,24 @@ def test_docs_examples_are_accepted_exactly_when_their_codes_are_valid(billable)
     "74177, , r10.84",  # lower case
     "74177, , R1084",  # without its dot
     "7417, , R10.84",  # no CPT shape
+    "26003, , R10.84",  # a CPT shape outside the radiology ranges (constrained_cpt: radiology)
+    "74177 99213, , R10.84",  # an office visit: not a radiology procedure
+    "2600T, , R10.84",  # Category III codes start with 0
     "74177, , R10.84, R10.84, R10.84, R10.84, R10.84, R10.84, R10.84, R10.84, R10.84",  # 9 > max_icd 8
 ])
 def test_rejects(billable, line):
     assert not accepts_text(billable, line)
     assert accepts_text(billable, "74177, 26 RT, R10.84, K57.30")
+
+
+def test_radiology_procedures_by_default_every_shape_with_any(tiny_tokenizer, billable):
+    for line in ("93971, 26 RT, I82.411", "0042T, , I63.9", "G0279 77067, , Z12.31", "79999, , C79.51"):
+        assert accepts_text(billable, line), line
+    wide = compile_code_line(tiny_tokenizer, _stop_token_ids(tiny_tokenizer), GrammarSettings(cpt="any"))
+    assert accepts_text(wide, "26003 99213, , R10.84") and accepts_text(wide, "3319F, , R10.84")
+    assert not accepts_text(billable, "3319F, , R10.84")  # Category II: performance measures, not billed
+    with pytest.raises(UsageError, match="constrained_cpt"):
+        GrammarSettings(cpt="surgery")
 
 
 def test_valid_allows_categories_and_a_table_restricts_procedures(tiny_tokenizer):

@@ -70,6 +70,19 @@ def is_radiology(code: str) -> bool:
     return subsection(code) is not None
 
 
+def radiology_codes() -> tuple[str, ...]:
+    """Every five-digit number inside the public radiology ranges (a superset of the Category I codes
+    there: which numbers are real codes is in the licensed table only)."""
+    return tuple(f"{n:05d}" for lo, hi, _ in RADIOLOGY_SUBSECTIONS for n in range(lo, hi + 1))
+
+
+def is_radiology_procedure(code: str) -> bool:
+    """A code a radiology department bills without a licensed table to say more: Category I inside the
+    radiology ranges, Category III (``0nnnT``, emerging technology) or HCPCS Level II (``A``-``V``)."""
+    c = normalize(code)
+    return is_radiology(c) or bool(CATEGORY_III.match(c) and c.startswith("0")) or bool(HCPCS_II.match(c))
+
+
 @dataclass(frozen=True)
 class CptTable:
     """A licensed code table; empty means shape-only validity (the default without a license)."""
