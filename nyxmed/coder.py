@@ -36,6 +36,7 @@ class CodedReport:
     preprocessor_id: str
     adapter_sha256: str | None
     truncated: tuple[str, ...] = ()  # prompt shortening stages applied (as training shortens)
+    constrained: bool = False  # decoded under the code-line grammar (nyxmed.constrained)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -54,14 +55,17 @@ class Coder:
     """Code reports with ``preprocessor`` (prompts) and ``generator`` (the release's model)."""
 
     def __init__(self, preprocessor: Any, generator: Generator, version: str | None = None,
-                 adapter_sha256: str | None = None, cpt_table: cpt_codes.CptTable | None = None):
+                 adapter_sha256: str | None = None, cpt_table: cpt_codes.CptTable | None = None,
+                 grammar: Any = None):
         self.preprocessor, self.generator = preprocessor, generator
         self.version, self.adapter_sha256, self.cpt_table = version, adapter_sha256, cpt_table
+        self.grammar = grammar  # the GrammarSettings the generator decodes under, or None
 
     def describe(self) -> dict[str, Any]:
-        """What codes the reports: version, preprocessor id and adapter sha256."""
+        """What codes the reports: version, preprocessor id, adapter sha256 and the grammar (or None)."""
         return {"version": self.version, "preprocessor_id": self.preprocessor.id,
-                "adapter_sha256": self.adapter_sha256}
+                "adapter_sha256": self.adapter_sha256,
+                "constrained": asdict(self.grammar) if self.grammar is not None else None}
 
     def code(self, cases: Sequence[Case], progress: bool = False) -> tuple[list[CodedReport], list[Uncoded]]:
         """Coded reports in input order, and the reports whose prompt cannot fit even when shortened."""
@@ -85,7 +89,7 @@ class Coder:
         line = parsed.line
         return CodedReport(record_id, text.strip(), line.cpt, line.modifiers, line.icd,
                            tuple(line.invalid_codes(self.cpt_table)), parsed.issues, self.version,
-                           self.preprocessor.id, self.adapter_sha256, tuple(truncated))
+                           self.preprocessor.id, self.adapter_sha256, tuple(truncated), self.grammar is not None)
 
 
 
@@ -177,7 +181,7 @@ def load_coder(*, model: str | None = None, adapter: str | None = None, preproce
                                 tensor_parallel_size=tensor_parallel_size, grammar=grammar, cpt_table=cpt_table)
     weights = Path(adapter) / ADAPTER_WEIGHTS if adapter else None
     adapter_sha256 = parts.adapter_sha256 if parts else (sha256_file(weights) if weights and weights.is_file() else None)
-    return Coder(pre, generator, parts.version if parts else version, adapter_sha256, cpt_table)
+    return Coder(pre, generator, parts.version if parts else version, adapter_sha256, cpt_table, grammar)
 
 
 @dataclass(frozen=True)

@@ -137,7 +137,8 @@ def _xgrammar():
     try:
         import xgrammar
     except ImportError as exc:
-        raise ConstrainedUnavailable("constrained decoding needs xgrammar: pip install 'nyxmed[constrained]'") from exc
+        raise ConstrainedUnavailable("constrained decoding needs xgrammar: pip install 'nyxmed[constrained]' "
+                                     "(or turn it off: constrained=false / --no-constrained)") from exc
     return xgrammar
 
 

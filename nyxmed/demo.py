@@ -212,7 +212,7 @@ class Demo:
     def train(self, title: str | None = None) -> None:
         with self.step(title or f"4. LoRA training: train.py, DeepSpeed ZeRO-3 on {self.cfg.ranks} CPU processes"):
             cmd = train_command(self.cfg, self.recipe_path, self._recipe_overrides())
-            self.console.print(" ".join(cmd), style="dim")
+            self.console.print(" ".join(cmd), style="dim", markup=False)
             env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
             log_path = self.out / "train.log"
             with open(log_path, "w") as log:
@@ -286,28 +286,23 @@ class Demo:
 
     def code_new_reports(self) -> list[dict[str, Any]]:
         """Code reports the release never saw (another seed) with the production release: its adapter and
-        the preprocessor its training prompts were made with, as `nyxmed code --release` does."""
-        from transformers import AutoTokenizer
-
-        from nyxmed.coder import Coder, release_parts
-        from nyxmed.generation import TransformersGenerator
-        from nyxmed.preprocessor import Preprocessor
-        from nyxmed.releases import LocalRegistry
+        the preprocessor its training prompts were made with, under the code-line grammar, as
+        `nyxmed code --release` does (:func:`nyxmed.coder.load_coder`)."""
+        from nyxmed.coder import load_coder
+        from nyxmed.constrained import GrammarSettings
         from nyxmed.synth import generate_cases
 
-        with self.step("7. code new reports with the production release"):
-            parts = release_parts(LocalRegistry(self.out / "registry"))
-            tokenizer = AutoTokenizer.from_pretrained(parts.folder)
-            pre = Preprocessor.load(parts.preprocessor, tokenizer)
-            gen = TransformersGenerator.from_pretrained(str(self.out / "base"), str(parts.folder), "float32", "cpu",
-                                                        batch_size=self.cfg.eval_batch_size,
-                                                        max_new_tokens=self.cfg.eval_max_new_tokens)
+        with self.step("7. code new reports with the production release (constrained decoding)"):
+            coder = load_coder(release=str(self.out / "registry"), batch_size=self.cfg.eval_batch_size,
+                               max_new_tokens=self.cfg.eval_max_new_tokens, dtype="float32", device="cpu",
+                               grammar=GrammarSettings())
+            pre, version = coder.preprocessor, coder.version
             reports = [replace(c, id=f"new-{i + 1}") for i, c in
                        enumerate(generate_cases(self.cfg.new_reports, self.cfg.seed + 2))]
-            coded, _ = Coder(pre, gen, parts.version, parts.adapter_sha256).code(reports)
+            coded, _ = coder.code(reports)
             gold = {r.id: r for r in reports}
             table = Table("report", "predicted", "gold", "invalid codes",
-                          title=f"new reports coded by release {parts.version} (preprocessor {pre.id[:12]})")
+                          title=f"new reports coded by release {version} (preprocessor {pre.id[:12]})")
             for c in coded:
                 table.add_row(gold[c.id].report_text[:60].replace("\n", " ") + "...", c.code_line,
                               gold[c.id].codes.render(), " ".join(c.invalid_codes) or "-")

@@ -3,8 +3,9 @@
 Production release v1 of the demo registry -> new reviewed cases with primary-ICD corrections (weighted)
 and a retained set filtered against what v1 trained on -> dataset with v1's preprocessor -> LoRA on v1
 merged (``model.base_model: release:<registry>``, merged once and cached) -> parent vs child on the
-demo's fixed benchmark with paired CIs -> v2 released with the comparison in its card, promoted; the
-registry shows v1 -> v2. Everything new lands in ``<out>/continue``.
+demo's fixed benchmark with paired CIs -> v2 released with the comparison in its card and promoted
+unless it is worse beyond a CI on a gate metric (:data:`GATE`); the registry shows v1 -> v2.
+Everything new lands in ``<out>/continue``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from nyxmed.errors import UsageError
 from nyxmed.io import fresh_output_dir, read_json, write_atomic
 
 CONTINUE_DIR = "continue"
+# The release gate: the child is promoted only when none of these is worse than the parent beyond its
+# paired 95% CI (the upper end of the CI of child - parent below 0); else it is registered, not promoted.
+GATE = ("cpt_exact", "modifier_exact", "icd_exact", "icd_root_overlap", "all_three_exact")
 NEEDS = ("registry", "data", "bench.json", "cases.jsonl")  # what `nyxmed demo` left and this reads
 
 
@@ -52,17 +56,22 @@ class ContinuationDemo(Demo):
                 f"train.dataset_dir={self.out / 'data' / 'dataset'}", f"data.seed={self.cfg.seed}",
                 f"data.primary_weight={self.cfg.continue_primary_weight}",
                 f"data.retained=[{self.out / 'retained.jsonl'}]", f"train.max_steps={self.cfg.continue_steps}",
+                f"train.learning_rate={self.cfg.continue_learning_rate}",
+                # parent and child are compared on the first demo's benchmark: a small held-out split here
+                "data.heldout_size=0.1",
                 *self.cfg.overrides]
 
     # ------------------------------------------------------------------ steps
-    def parent(self):
+    def check_version_is_new(self) -> None:
         from nyxmed.releases import LocalRegistry
-        from nyxmed.releases.parent import resolve_parent
 
-        registry = LocalRegistry(self.registry_dir)
-        if self.cfg.continue_version in {r["version"] for r in registry.versions()}:
+        if self.cfg.continue_version in {r["version"] for r in LocalRegistry(self.registry_dir).versions()}:
             raise UsageError(f"{self.registry_dir} already has {self.cfg.continue_version}: pass "
                              f"continue_version=<another> (or rerun `nyxmed demo` for a fresh registry)")
+
+    def parent(self):
+        from nyxmed.releases.parent import resolve_parent
+
         with self.step("1. the parent: production release, merged once (verified) and cached by content hash"):
             m = self.recipe.model
             self.parent_release = resolve_parent(m.base_model, m.merge_cache, m.dtype)
@@ -116,26 +125,43 @@ class ContinuationDemo(Demo):
             self.artifacts["parent comparison"] = self.out / "compare"
             return comparison
 
-    def release(self) -> None:
+    @staticmethod
+    def regressions(comparison: dict[str, Any]) -> list[str]:
+        """The gate metrics the child is worse at beyond the CI."""
+        return [m for m in GATE if (hi := comparison["metrics"][m]["diff_ci95"][1]) is not None and hi < 0]
+
+    def release(self, comparison: dict[str, Any]) -> bool:
+        """Register the child; promote it unless the gate finds a regression. Returns whether it was."""
         from nyxmed.releases import LocalRegistry
         from nyxmed.releases.publish import CardInputs, publish
         from nyxmed.releases.views import versions_table
 
         version, parent = self.cfg.continue_version, self.parent_release.version
-        with self.step(f"6. release {version} with the comparison in its card, promote; lineage"):
+        with self.step(f"6. release {version} with the comparison in its card; promote if no regression"):
             registry = LocalRegistry(self.registry_dir)
             inputs = CardInputs(metrics=str(self.out / "compare" / "child" / "metrics.json"),
                                 compare=str(self.out / "compare" / "comparison.json"), previous=parent,
                                 dataset_manifest=str(self.out / "data" / "manifest.json"))
             staged = publish(self.out / "adapter", version, registry, self.out / "staging", inputs=inputs)
-            registry.promote(version)
+            worse = self.regressions(comparison)
+            if not worse:
+                registry.promote(version)
             self.console.print(versions_table(registry))
-            self.console.print(f"roll back in one command: nyxmed releases --registry {registry.root} rollback "
-                               f"(production -> {parent}, coding with its adapter and preprocessor)")
+            if worse:
+                self.console.print(f"[yellow]{version} is registered, not promoted[/]: worse than {parent} beyond "
+                                   f"the 95% CI on {', '.join(worse)}; production stays {parent}. Promote it "
+                                   f"anyway: nyxmed releases --registry {registry.root} promote {version}",
+                                   highlight=False)
+            else:
+                self.console.print(f"roll back in one command: nyxmed releases --registry {registry.root} rollback "
+                                   f"(production -> {parent}, coding with its adapter and preprocessor)",
+                                   markup=False)
             self.artifacts["model card"] = staged[-1].folder / "README.md"
+            return not worse
 
     def run(self) -> dict[str, Any]:
         started = time.time()
+        self.check_version_is_new()  # before anything is replaced
         fresh_output_dir(self.out)
         self.parent()
         cases = self.new_cases()
@@ -143,10 +169,11 @@ class ContinuationDemo(Demo):
         self.train(title=f"4. LoRA on {self.parent_release.version} merged: train.py, DeepSpeed ZeRO-3 on "
                          f"{self.cfg.ranks} CPU processes")
         comparison = self.compare()
-        self.release()
+        promoted = self.release(comparison)
         manifest = read_json(self.out / "data" / "manifest.json")
         summary = {"seconds": time.time() - started, "timings": self.timings,
                    "parent": self.parent_release.version, "child": self.cfg.continue_version,
+                   "promoted": promoted, "regressions": self.regressions(comparison),
                    "counts": {k: manifest["counts"].get(k) for k in ("by_role", "retained_filtered_by_previous_manifest")},
                    "comparison": {k: {f: v[f] for f in ("a", "b", "diff", "diff_ci95")}
                                   for k, v in comparison["metrics"].items()},

@@ -134,13 +134,17 @@ def test_code_end_to_end_with_rejects_and_counts(tmp_path, tiny_base_dir, tiny_t
     assert [c["id"] for c in coded] == ["r0", "r1", "r2"]
     assert set(coded[0]) >= {"id", "code_line", "cpt", "modifiers", "icd", "invalid_codes", "issues", "version",
                              "preprocessor_id"} and coded[0]["version"] == "v1"
+    assert all(c["constrained"] for c in coded)  # nyxmed code decodes under the code-line grammar by default
+    assert not any(c["invalid_codes"] for c in coded)
     rej = [json.loads(line) for line in rejects.read_text().splitlines()]
     assert {r["field"] for r in rej} >= {"id", "report_text"} and all(set(r) == {"id", "line", "field", "reason"}
                                                                          for r in rej)
     assert json.loads(counts_path_for(rejects).read_text()) == {"read": 6, "coded": 3, "rejected": 3}
     one = run_cli("code", "--text", rows[0]["report_text"], "--model", tiny_base_dir, "--preprocessor",
-                  built.out_dir / "preprocessor", "max_new_tokens=8", "device=cpu", "dtype=float32")
+                  built.out_dir / "preprocessor", "max_new_tokens=8", "device=cpu", "dtype=float32",
+                  "--no-constrained", "--out", tmp_path / "free.jsonl")
     assert one.returncode == 0 and "read 1 = coded 1 + rejected 0" in one.stdout
+    assert json.loads((tmp_path / "free.jsonl").read_text())["constrained"] is False
 
 
 def test_config_file_and_dotted_override_reach_the_command(tmp_path):

@@ -53,7 +53,8 @@ def test_coder_sends_the_preprocessor_prompt_and_checks_the_codes(preprocessor, 
     assert first["cpt"] == ["74177"] and first["modifiers"] == ["26"] and first["icd"] == ["R10.84", "Z99.999"]
     assert first["invalid_codes"] == ["Z99.999"]  # not in the ICD-10-CM release
     assert first["version"] == "v3" and first["preprocessor_id"] == preprocessor.id
-    assert coder.describe() == {"version": "v3", "preprocessor_id": preprocessor.id, "adapter_sha256": "ab" * 32}
+    assert coder.describe() == {"version": "v3", "preprocessor_id": preprocessor.id, "adapter_sha256": "ab" * 32,
+                                "constrained": None}
 
 
 def test_coder_with_a_real_model_equals_direct_generation(preprocessor, new_reports, tiny_base_dir, tiny_adapter_dir):

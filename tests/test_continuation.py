@@ -158,7 +158,7 @@ def test_v2_from_the_v1_release_records_lineage_compares_and_rolls_back(capsys, 
     parts = release_parts(registry)
     assert parts.version == "v1"
     coder = load_coder(release=str(registry.root), dtype="float32", device="cpu", max_new_tokens=4)
-    assert coder.describe() == {"version": "v1", "preprocessor_id": v1["preprocessor"]["id"],
+    assert coder.describe() == {"version": "v1", "preprocessor_id": v1["preprocessor"]["id"], "constrained": None,
                                 "adapter_sha256": v1["files"]["adapter_model.safetensors"]["sha256"]}
     assert coder.preprocessor.id != registry.release("v2")["preprocessor"]["id"]
     assert sha256_file(registry.path("v1") / "adapter_model.safetensors") == coder.adapter_sha256
@@ -183,3 +183,15 @@ def test_release_spec_parsing_and_errors(tmp_path):
     LocalRegistry(tmp_path / "empty")
     with pytest.raises(NotFound, match="no production version"):
         release_of(f"release:{tmp_path / 'empty'}")
+
+
+def test_the_continuation_gate_promotes_only_without_a_regression_beyond_the_ci():
+    from nyxmed.demo_continue import GATE, ContinuationDemo
+
+    def comparison(**ci):
+        return {"metrics": {m: {"diff_ci95": ci.get(m, [-0.05, 0.04])} for m in (*GATE, "icd_micro_f1")}}
+
+    assert ContinuationDemo.regressions(comparison()) == []  # worse, but within the CI
+    assert ContinuationDemo.regressions(comparison(icd_root_overlap=[-0.14, -0.01])) == ["icd_root_overlap"]
+    assert ContinuationDemo.regressions(comparison(icd_micro_f1=[-0.2, -0.1])) == []  # not a gate metric
+    assert ContinuationDemo.regressions(comparison(cpt_exact=[None, None])) == []  # no CI: nothing to say

@@ -206,6 +206,7 @@ def test_the_demo_codes_new_reports_with_the_production_release(demo):
     assert {c["preprocessor_id"] for c in coded} == {release["preprocessor"]["id"]}
     assert {c["version"] for c in coded} == {d.cfg.version}
     assert sum(bool(c["cpt"]) and bool(c["icd"]) for c in coded) >= d.cfg.new_reports - 1  # a trained coder
+    assert all(c["constrained"] for c in coded) and not any(c["invalid_codes"] for c in coded)  # the grammar
 
 
 def test_continue_trains_v2_on_the_v1_release_compares_releases_and_rolls_back(demo):
@@ -221,7 +222,9 @@ def test_continue_trains_v2_on_the_v1_release_compares_releases_and_rolls_back(d
     cont = d.out / "continue"
     registry = LocalRegistry(d.out / "registry")
     v1, v2 = registry.release("v1"), registry.release("v2")
-    assert registry.production() == "v2" and v2["parent"]["version"] == "v1"
+    # promoted exactly when the gate finds no regression beyond a CI; registered with its parent either way
+    assert summary["promoted"] == (not summary["regressions"])
+    assert registry.production() == ("v2" if summary["promoted"] else "v1") and v2["parent"]["version"] == "v1"
     assert v2["parent"]["adapter_sha256"] == v1["files"]["adapter_model.safetensors"]["sha256"]
     assert v2["preprocessor"]["id"] == v1["preprocessor"]["id"]  # the parent's preprocessor by default
     counts = summary["counts"]
@@ -234,6 +237,8 @@ def test_continue_trains_v2_on_the_v1_release_compares_releases_and_rolls_back(d
         _metrics(d.out / "eval_adapter")["cpt_exact"]  # the parent merged codes the benchmark as v1 did
     with pytest.raises(Exception, match="already has v2"):  # a second run never overwrites a release
         ContinuationDemo(cfg).run()
-    registry.rollback()
+    assert (cont / "continue_summary.json").is_file()  # refused before the earlier run's folder is touched
+    if summary["promoted"]:
+        registry.rollback()
     coder = load_coder(release=str(registry.root), dtype="float32", device="cpu", max_new_tokens=4)
     assert coder.describe()["version"] == "v1" and coder.preprocessor.id == v1["preprocessor"]["id"]

@@ -67,6 +67,8 @@ def test_code_one_and_many_reports(server):
                                                       "issues", "version", "preprocessor_id"}
     release = httpx.get(f"{server}/v1/release", headers=_auth(), timeout=10).json()
     assert result["preprocessor_id"] == release["preprocessor_id"] and len(release["preprocessor_id"]) == 64
+    # serve decodes under the code-line grammar by default, and says so (the grammar's settings)
+    assert result["constrained"] is True and release["constrained"]["cpt"] == "radiology"
     many = httpx.post(f"{server}/v1/code", headers=_auth(), timeout=120, json={"reports": [
         {"id": "a", "report_text": "MRI brain without contrast.", "cpt": ["70551"]},  # gold ignored
         {"id": "b", "report_text": "Chest radiograph two views.", "exam_description": "XR chest"}]})

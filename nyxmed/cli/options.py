@@ -25,7 +25,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, overrides: 
         if tp is not bool:
             kw["metavar"] = f.name.upper()
         if tp is bool:
-            parser.add_argument(cfgmod.flag_of(f), action="store_true", help=help_text, **kw)
+            # --flag / --no-flag: a field that defaults to true (nyxmed code's constrained) can be turned off
+            parser.add_argument(cfgmod.flag_of(f), action=argparse.BooleanOptionalAction,
+                                help=(help_text + default).replace("%", "%%"), **kw)
         elif typing.get_origin(tp) is list:
             parser.add_argument(cfgmod.flag_of(f), action="append", help=help_text, **kw)
         else:
