@@ -57,7 +57,8 @@ def grpo_command(demo: Path, out: Path, args) -> list[str]:
                  f"train.dataset_dir={demo / 'data' / 'dataset'}", f"train.output_dir={out}",
                  f"train.max_steps={args.steps}", "train.resume=false", f"train.save_steps={max(args.steps, 1)}",
                  "train.logging_steps=1", f"train.learning_rate={args.lr}", "train.lr_scheduler=constant",
-                 "train.warmup_ratio=0.0", *args.overrides]
+                 "train.warmup_ratio=0.0", "train.micro_batch_size=8", "grpo.num_generations=8",
+                 f"train.gradient_accumulation_steps={args.prompts_per_step}", *args.overrides]
     script = [str(ROOT / "train.py"), "--config", str(demo / "adapter" / "config.yaml"), *overrides]
     if args.ranks <= 1:
         return [sys.executable, *script, "train.deepspeed=null"]
@@ -71,6 +72,8 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="work folder (default <demo-out>/grpo_gain)")
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--prompts-per-step", type=int, default=2,
+                    help="prompts per optimizer step, 8 completions each (micro-batch 8 = one group)")
     ap.add_argument("--ranks", type=int, default=1, help="DeepSpeed ZeRO-3 processes; 1 = one process, no DeepSpeed")
     ap.add_argument("--eval-batch-size", type=int, default=16)
     ap.add_argument("--max-new-tokens", type=int, default=32)

@@ -45,6 +45,13 @@ def test_prompts_are_the_dataset_chats_and_weights_follow_the_components(data_di
     args = grpo_arguments(recipe, tmp_path / "checkpoints")
     assert (args.num_generations, args.max_completion_length, args.loss_type) == (2, 8, "dapo")
     assert args.reward_weights[rewards.COMPONENTS.index("icd")] == 5
+    # a step's completions must be whole groups: named as a config error before TRL is asked
+    from nyxmed.config import ConfigError
+
+    odd = load_recipe(ROOT / "configs/tiny.yaml", _overrides(Path("unused"), data_dir, tmp_path,
+                                                            "grpo.num_generations=3"))
+    with pytest.raises(ConfigError, match=r"not a multiple of grpo.num_generations \(3\)"):
+        grpo_arguments(odd, tmp_path / "checkpoints")
 
 
 @pytest.mark.slow

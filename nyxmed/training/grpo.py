@@ -9,6 +9,7 @@ frozen epochs, adapter verification and the COMPLETE marker are the SFT run's (:
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,14 @@ def grpo_arguments(recipe: Recipe, checkpoint_dir: Path):
     g = recipe.grpo
     if g.vllm_mode not in ("colocate", "server"):
         raise cfgmod.ConfigError(f"grpo.vllm_mode: expected colocate or server, got {g.vllm_mode!r}")
+    t = recipe.train
+    ranks = int(os.environ.get("WORLD_SIZE", "1"))
+    completions = t.micro_batch_size * t.gradient_accumulation_steps * ranks  # TRL's generation batch
+    if completions % g.num_generations:
+        raise cfgmod.ConfigError(
+            f"train.micro_batch_size x train.gradient_accumulation_steps x ranks = {t.micro_batch_size} x "
+            f"{t.gradient_accumulation_steps} x {ranks} = {completions} completions per step: not a multiple of "
+            f"grpo.num_generations ({g.num_generations}), the group of completions per prompt")
     names = _PASSED + (_VLLM if g.use_vllm else ())
     return GRPOConfig(**with_passthrough(recipe, dict(
         **common_arguments(recipe, checkpoint_dir),
