@@ -56,12 +56,16 @@ def test_prompts_are_the_dataset_chats_and_weights_follow_the_components(data_di
 
 @pytest.mark.slow
 def test_single_process_new_adapter(tiny_base_dir, data_dir, tmp_path):
-    """A new LoRA adapter (the ``lora:`` section) on a model standing in for the merged SFT model."""
+    """A new LoRA adapter (the ``lora:`` section) on a model standing in for the merged SFT model, with a
+    KL term (beta > 0: the reference is the model with the adapter disabled)."""
     out = tmp_path / "grpo"
     log = tmp_path / "run.log"
-    _finish(_launch(_overrides(tiny_base_dir, data_dir, out, "train.max_steps=2"), log, ranks=1), log)
+    _finish(_launch(_overrides(tiny_base_dir, data_dir, out, "train.max_steps=2", "grpo.beta=0.04"), log,
+                    ranks=1), log)
     metrics = json.loads((out / "training_metrics.json").read_text())
     assert metrics["start"] == {"new_adapter_on": str(tiny_base_dir)} and metrics["global_step"] == 2
+    kl = metrics["kl_curve"]
+    assert [r["step"] for r in kl] == [1, 2] and all(r["value"] >= 0 for r in kl)
     assert json.loads((out / artifacts.ADAPTER_CONFIG).read_text())["r"] == 8
     assert all(p.name.startswith("checkpoint-") and (p / artifacts.COMPLETE).is_file()
                for p in (out / "checkpoints").iterdir() if p.is_dir())

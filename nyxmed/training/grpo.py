@@ -149,6 +149,8 @@ def train_grpo(recipe: Recipe, parent: Any | None = None) -> TrainResult:
         "epoch": state.epoch,
         "max_steps": state.max_steps,
         "reward_curves": reward_curves(state.log_history),
+        # KL to the reference (the SFT policy), logged by TRL when grpo.beta > 0: how far the policy drifts
+        "kl_curve": [{"step": r["step"], "value": r["kl"]} for r in state.log_history if "kl" in r],
         "reward_weights": rewards.component_weights(recipe.grpo.rewards),
         "train_loss_curve": [{"step": r["step"], "loss": r["loss"]} for r in state.log_history if "loss" in r],
         "train_seconds_this_session": stats.seconds,
