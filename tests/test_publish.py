@@ -309,7 +309,7 @@ def test_staging_never_deletes_what_it_did_not_create(tmp_path, trained_adapter_
     mine = tmp_path / "work" / "v1"  # a folder that happens to sit where the staging folder would go
     mine.mkdir(parents=True)
     (mine / "notes.txt").write_text("keep me")
-    with pytest.raises(OutputConflict, match=f"{mine} exists and was not written by nyxmed"):
+    with pytest.raises(OutputConflict, match=f"{mine} exists, is not empty and was not written by nyxmed"):
         publish(adapter, "v1", None, tmp_path / "work")
     assert (mine / "notes.txt").read_text() == "keep me"
 

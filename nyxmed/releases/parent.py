@@ -60,12 +60,12 @@ def release_of(spec: str | None, cache_dir: str | os.PathLike | None = None,
                dtype: str = "bfloat16") -> ParentRelease | None:
     """The release ``spec`` names, without merging (``model_dir`` is where its merge is cached); None for a
     plain model. Raises UsageError for a missing registry, NotFound without a production version."""
-    from nyxmed.coder import release_parts
-    from nyxmed.releases.registry import LocalRegistry
-
     parsed = parse_release_spec(spec)
     if parsed is None:
         return None
+    from nyxmed.coder import release_parts  # heavy (training artifacts): only for a release
+    from nyxmed.releases.registry import LocalRegistry
+
     registry_dir, version = parsed
     if not Path(registry_dir).is_dir():
         raise UsageError(f"model.base_model: {spec!r}: no registry folder {registry_dir!r}")
@@ -85,10 +85,12 @@ def resolve_parent(spec: str | None, cache_dir: str | os.PathLike | None = None,
                    dtype: str = "bfloat16") -> ParentRelease | None:
     """The release ``spec`` names with its merged model ready: reused from ``cache_dir`` when that content
     hash (adapter sha256 + base fingerprint + dtype) was merged before, else merged and verified now."""
-    from nyxmed.merge import MANIFEST, MergeError, merge_adapter
-
     parent = release_of(spec, cache_dir, dtype)
-    if parent is None or (parent.model_dir / MANIFEST).is_file() or parent.kind == "merged":
+    if parent is None or parent.kind == "merged":
+        return parent
+    from nyxmed.merge import MANIFEST, MergeError, merge_adapter  # torch: only when there is a release to merge
+
+    if (parent.model_dir / MANIFEST).is_file():
         return parent
     release = read_json(parent.folder / "release.json")
     if not release.get("base_model"):
