@@ -104,6 +104,7 @@ class HierarchyCredit:
 
     category: float = 0.5
     chapter: float = 0.2
+    billable_only: bool = False  # a predicted code that is not billable (a category with children) earns nothing
 
     def __post_init__(self):
         if not 0 < self.chapter < self.category < 1:
@@ -113,8 +114,9 @@ class HierarchyCredit:
 
 def icd_hierarchy_credit(gold: str, pred: str, credit: HierarchyCredit = HierarchyCredit()) -> float:
     """1 for the same code, ``credit.category`` for the same category, ``credit.chapter`` for the same
-    chapter, else 0; a predicted code that is not valid ICD-10-CM earns nothing."""
-    if not icd10cm.is_valid(pred):
+    chapter, else 0; a predicted code that is not valid ICD-10-CM (with ``credit.billable_only``: not
+    billable) earns nothing."""
+    if not icd10cm.is_valid(pred) or (credit.billable_only and not icd10cm.is_billable(pred)):
         return 0.0
     if icd10cm.normalize(gold) == icd10cm.normalize(pred):
         return 1.0

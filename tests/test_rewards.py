@@ -146,3 +146,15 @@ def test_trl_reward_functions_name_components_and_read_the_answer_column():
     assert totals == [R.reward(CodeLine.of(["74177"], ["26"], ["R10.84"]), completions[0]), -W.unparseable]
     with pytest.raises(ValueError, match="gold answer"):
         funcs[0](prompts=["p"], completions=["x"], answer=["no codes"])
+
+
+def test_a_bare_category_earns_nothing_and_counts_as_invalid():
+    """The hack GRPO found on the demo: writing the 3-character category for safe category credit."""
+    gold = CodeLine.of(["93925"], [], ["I70.212"])
+    category = R.reward_components(gold, "93925, , I70")
+    sibling = R.reward_components(gold, "93925, , I70.213")
+    assert category["icd"] == 0 and category["icd_primary"] == 0 and category["invalid_codes"] == -1
+    assert sibling["icd"] > 0 and sibling["invalid_codes"] == 0
+    assert R.reward(gold, "93925, , I70.213") > R.reward(gold, "93925, , I70")
+    # the evaluator's hierarchy credit is unchanged: a category is a valid (if not billable) code there
+    assert M.icd_hierarchy_credit("I70.212", "I70") == M.HierarchyCredit().category
