@@ -698,9 +698,14 @@ def load_eval_config(path: str | os.PathLike | None = None, overrides: list[str]
                      flags: dict[str, Any] | None = None) -> EvalConfig:
     """`nyxmed evaluate`: a recipe's ``eval`` section (its ``model.base_model`` and ``data.cpt_table``
     as defaults), recipe overrides (``eval.backend=vllm``), then flags; checked."""
-    recipe = load_recipe(path, overrides)
+    return eval_config_of(load_recipe(path, overrides), flags, from_file=path is not None)
+
+
+def eval_config_of(recipe: Recipe, flags: dict[str, Any] | None = None, from_file: bool = True) -> EvalConfig:
+    """The checked EvalConfig of a loaded recipe (see :func:`load_eval_config`); ``from_file``: the recipe
+    came from a file, so its ``model.base_model`` is the default model."""
     cfg = dataclasses.replace(recipe.eval, **(flags or {}))
-    if path is not None and cfg.model is None and not cfg.predictions:
+    if from_file and cfg.model is None and not cfg.predictions:
         cfg = dataclasses.replace(cfg, model=recipe.model.base_model)
     if cfg.cpt_table is None:
         cfg = dataclasses.replace(cfg, cpt_table=recipe.data.cpt_table)

@@ -118,7 +118,7 @@ class ContinuationDemo(Demo):
         with self.step(f"5. parent {self.parent_release.version} vs child on the demo's fixed benchmark"):
             cfg = replace(EvalConfig(), data=str(self.first / "data"), benchmark=str(self.first / "bench.json"),
                           batch_size=self.cfg.eval_batch_size, max_new_tokens=self.cfg.eval_max_new_tokens,
-                          device="cpu", out_dir=str(self.out / "compare"))
+                          device="cpu")
             comparison = compare_with_parent(self.parent_release, self.out / "adapter", cfg, self.out / "compare")
             self.console.print(comparison_table(comparison, (self.parent_release.version, self.cfg.continue_version),
                                                 f"parent {self.parent_release.version} vs child"))
@@ -130,8 +130,8 @@ class ContinuationDemo(Demo):
         """The gate metrics the child is worse at beyond the CI."""
         return [m for m in GATE if (hi := comparison["metrics"][m]["diff_ci95"][1]) is not None and hi < 0]
 
-    def release(self, comparison: dict[str, Any]) -> bool:
-        """Register the child; promote it unless the gate finds a regression. Returns whether it was."""
+    def release(self, comparison: dict[str, Any]) -> list[str]:
+        """Register the child; promote it unless the gate finds a regression. Returns the regressions."""
         from nyxmed.releases import LocalRegistry
         from nyxmed.releases.publish import CardInputs, publish
         from nyxmed.releases.views import versions_table
@@ -157,7 +157,7 @@ class ContinuationDemo(Demo):
                                    f"(production -> {parent}, coding with its adapter and preprocessor)",
                                    markup=False)
             self.artifacts["model card"] = staged[-1].folder / "README.md"
-            return not worse
+            return worse
 
     def run(self) -> dict[str, Any]:
         started = time.time()
@@ -169,11 +169,11 @@ class ContinuationDemo(Demo):
         self.train(title=f"4. LoRA on {self.parent_release.version} merged: train.py, DeepSpeed ZeRO-3 on "
                          f"{self.cfg.ranks} CPU processes")
         comparison = self.compare()
-        promoted = self.release(comparison)
+        regressions = self.release(comparison)
         manifest = read_json(self.out / "data" / "manifest.json")
         summary = {"seconds": time.time() - started, "timings": self.timings,
                    "parent": self.parent_release.version, "child": self.cfg.continue_version,
-                   "promoted": promoted, "regressions": self.regressions(comparison),
+                   "promoted": not regressions, "regressions": regressions,
                    "counts": {k: manifest["counts"].get(k) for k in ("by_role", "retained_filtered_by_previous_manifest")},
                    "comparison": {k: {f: v[f] for f in ("a", "b", "diff", "diff_ci95")}
                                   for k, v in comparison["metrics"].items()},

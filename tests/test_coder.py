@@ -162,3 +162,20 @@ def test_the_model_card_lists_the_preprocessor(tmp_path, tiny_adapter_dir, prepr
     card = (staged.folder / "README.md").read_text()
     assert "## Preprocessor" in card and preprocessor.id in card and "manifest and settings only" in card
     assert f"| few-shot examples | {preprocessor.retrieval.n_shots} |" in card
+
+
+def test_a_preprocessor_file_changed_after_its_verification_is_not_released(tmp_path, tiny_adapter_dir, preprocessor):
+    """publish verifies the preprocessor once and checks every staged copy against that manifest."""
+    from nyxmed.preprocessor import verify
+    from nyxmed.releases.staging import ChecksumMismatch, stage
+
+    pre_dir = tmp_path / "pre"
+    preprocessor.save(pre_dir)
+    manifest = verify(pre_dir)
+    ok = stage(tiny_adapter_dir, "v1", tmp_path / "ok", preprocessor=pre_dir, preprocessor_manifest=manifest)
+    assert ok.release["preprocessor"] == {"id": preprocessor.id, "complete": True}
+    name = next(rel for rel in manifest["files"] if rel.endswith(".jsonl"))
+    (pre_dir / name).write_text((pre_dir / name).read_text() + "\n")  # after the verification
+    with pytest.raises(ChecksumMismatch, match=f"file {name} changed while it was being released"):
+        stage(tiny_adapter_dir, "v2", tmp_path / "v2", preprocessor=pre_dir, preprocessor_manifest=manifest)
+    assert not (tmp_path / "v2").exists()  # nothing staged

@@ -36,20 +36,21 @@ def register(sub) -> None:
 def evaluate(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from nyxmed.config import load_eval_config, load_recipe
+    from nyxmed.config import eval_config_of, load_recipe
     from nyxmed.evaluation import eval_inputs, run, summary_table
     from nyxmed.io import check_outputs
     from nyxmed.releases.parent import resolve_eval_model
 
-    cfg = load_eval_config(args.config, args.overrides, options.flags(args))
+    recipe = load_recipe(args.config, args.overrides)
+    cfg = eval_config_of(recipe, options.flags(args), from_file=args.config is not None)
     check_outputs([args.config, *eval_inputs(cfg)], [cfg.out_dir])
-    cfg, _ = resolve_eval_model(cfg, load_recipe(args.config, args.overrides).model)  # release:...: merged model
+    cfg, _ = resolve_eval_model(cfg, recipe.model)  # release:...: merged model
     Console().print(summary_table(run(cfg), cfg.out_dir))
     return 0
 
 
 def compare_parent(args: argparse.Namespace) -> int:
-    from nyxmed.config import is_release_spec, load_eval_config, load_recipe
+    from nyxmed.config import eval_config_of, is_release_spec, load_recipe
     from nyxmed.errors import UsageError
     from nyxmed.evaluation import comparison_markdown, eval_inputs
     from nyxmed.io import check_outputs
@@ -58,7 +59,7 @@ def compare_parent(args: argparse.Namespace) -> int:
     if not args.config:
         raise UsageError("compare-parent: --config (the child's recipe) is required")
     recipe = load_recipe(args.config, args.overrides)
-    cfg = load_eval_config(args.config, args.overrides, options.flags(args))
+    cfg = eval_config_of(recipe, options.flags(args))
     child = cfg.adapter or recipe.train.output_dir
     m = recipe.model
     if not is_release_spec(m.base_model):

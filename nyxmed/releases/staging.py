@@ -213,8 +213,8 @@ def check_staging_target(src: Path, out: Path) -> None:
 def _copy_preprocessor(src: Path, dst: Path, full: bool, manifest: dict[str, Any] | None) -> dict[str, Any]:
     """Copy a preprocessor into ``dst/preprocessor/``: every file (``full``) or only the files that describe
     it (manifest and settings, no report text). ``manifest``: what :func:`nyxmed.preprocessor.verify`
-    returned for ``src`` (verified now when None); every copied file is checked against it. Returns what
-    release.json records."""
+    returned for ``src`` (verified now when None). Returns that manifest; :func:`_check_preprocessor_copy`
+    checks the copies against it once stage() has hashed them."""
     from nyxmed.preprocessor import verify
 
     manifest = manifest or verify(src)
@@ -223,10 +223,16 @@ def _copy_preprocessor(src: Path, dst: Path, full: bool, manifest: dict[str, Any
         target = dst / PREPROCESSOR_DIR / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src / rel, target)
-        want = manifest["files"].get(rel)
-        if want is not None and file_entry(target).sha256 != want:  # changed since it was verified
+    return manifest
+
+
+def _check_preprocessor_copy(src: Path, manifest: dict[str, Any], files: dict[str, dict[str, Any]]) -> None:
+    """Every copied preprocessor file has the sha256 its verified manifest records (``files``: the staged
+    files' entries, hashed once for release.json); else it changed while it was being released."""
+    for rel, want in manifest["files"].items():
+        entry = files.get(f"{PREPROCESSOR_DIR}/{rel}")
+        if entry is not None and entry["sha256"] != want:
             raise ChecksumMismatch(f"preprocessor {src}: file {rel} changed while it was being released")
-    return {"id": manifest["preprocessor_id"], "complete": full}
 
 
 def stage(path: str | os.PathLike, version: str, out: str | os.PathLike, extra: dict[str, Any] | None = None,
@@ -249,8 +255,9 @@ def stage(path: str | os.PathLike, version: str, out: str | os.PathLike, extra: 
         skipped = _copy_allowed(src, tmp, kind)
         extra = dict(extra or {})
         if preprocessor is not None:
-            extra["preprocessor"] = _copy_preprocessor(Path(preprocessor), tmp, full_preprocessor,
+            preprocessor_manifest = _copy_preprocessor(Path(preprocessor), tmp, full_preprocessor,
                                                        preprocessor_manifest)
+            extra["preprocessor"] = {"id": preprocessor_manifest["preprocessor_id"], "complete": full_preprocessor}
         if training_records is not None:
             write_atomic(tmp / TRAINING_RECORDS, jsonl_text(
                 [{"id": r.get("id"), "content_hash": r.get("content_hash")} for r in training_records]))
@@ -260,6 +267,8 @@ def stage(path: str | os.PathLike, version: str, out: str | os.PathLike, extra: 
             write_atomic(tmp / "README.md", card)
         files = {p.relative_to(tmp).as_posix(): file_entry(p).__dict__ for p in sorted(tmp.rglob("*"))
                  if p.is_file() and p.name != STAGING_MARKER}
+        if preprocessor is not None:
+            _check_preprocessor_copy(Path(preprocessor), preprocessor_manifest, files)
         release = {"version": version, "kind": kind, "created_at": utc_now(), "files": files, **extra}
         write_atomic(tmp / RELEASE_FILE, json.dumps(release, indent=2) + "\n")
     return Staged(out, kind, release, skipped)

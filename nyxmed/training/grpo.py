@@ -24,8 +24,8 @@ from nyxmed.config import Recipe
 from nyxmed.prompts import chat_messages
 from nyxmed.training import artifacts
 from nyxmed.training.callbacks import CheckpointCommitCallback, FrozenEpochCallback, RunStatsCallback
-from nyxmed.training.run import (METRICS_FILE, TrainResult, _env, common_arguments, finish_run, loaded_recipe,
-                                 run_provenance, start_run, with_passthrough)
+from nyxmed.training.run import (METRICS_FILE, TrainResult, _env, common_arguments, finish_run, run_provenance,
+                                 start_run, with_passthrough)
 
 PROMPT_COLUMNS = ("system", "user", "answer")
 # grpo: fields that GRPOConfig takes under the same name (the vLLM ones only when vLLM is on)
@@ -115,11 +115,8 @@ def train_grpo(recipe: Recipe, parent: Any | None = None) -> TrainResult:
 
     t = recipe.train
     out = Path(t.output_dir)
-    checkpoint_dir = out / "checkpoints"
-    given, recipe = recipe, loaded_recipe(recipe, parent)  # config.yaml keeps model.base_model as written
-    args = grpo_arguments(recipe, checkpoint_dir)
+    recipe, args, resume_from = start_run(recipe, parent, grpo_arguments)
     is_writer = args.should_save
-    resume_from = start_run(given, out, checkpoint_dir, is_writer)
     tokenizer = AutoTokenizer.from_pretrained(recipe.model.tokenizer or recipe.model.base_model)
     prompts = load_prompts(recipe)
     set_seed(t.seed)

@@ -201,15 +201,23 @@ def resume_point(recipe: Recipe, checkpoint_dir: Path, is_writer: bool) -> str |
     return str(complete[-1])
 
 
-def start_run(recipe: Recipe, out: Path, checkpoint_dir: Path, is_writer: bool) -> str | None:
-    """The resume point; on the writer, clear an earlier run's final files and save the resolved config."""
+def start_run(recipe: Recipe, parent: Any | None, arguments) -> tuple[Recipe, Any, str | None]:
+    """Begin a run of either stage: the recipe it loads (:func:`loaded_recipe`), its arguments
+    (``arguments(recipe, checkpoint_dir)``: TrainingArguments or GRPOConfig) and the resume point.
+    On the writer, clear an earlier run's final files and save ``recipe`` as given (``release:...``
+    kept as written) to config.yaml."""
+    out = Path(recipe.train.output_dir)
+    checkpoint_dir = out / "checkpoints"
+    loaded = loaded_recipe(recipe, parent)
+    args = arguments(loaded, checkpoint_dir)
+    is_writer = args.should_save
     resume_from = resume_point(recipe, checkpoint_dir, is_writer)
     if is_writer:
         out.mkdir(parents=True, exist_ok=True)
         for name in FINAL_FILES:
             (out / name).unlink(missing_ok=True)
         cfgmod.save(recipe, out / "config.yaml")
-    return resume_from
+    return loaded, args, resume_from
 
 
 @contextlib.contextmanager
@@ -283,11 +291,8 @@ def train(recipe: Recipe, parent: Any | None = None) -> TrainResult:
     if not t.dataset_dir:
         raise cfgmod.ConfigError("train.dataset_dir: not set (a dataset folder from `nyxmed build-data`)")
     out = Path(t.output_dir)
-    checkpoint_dir = out / "checkpoints"
-    given, recipe = recipe, loaded_recipe(recipe, parent)  # config.yaml keeps model.base_model as written
-    args = training_arguments(recipe, checkpoint_dir)
+    recipe, args, resume_from = start_run(recipe, parent, training_arguments)
     is_writer = args.should_save
-    resume_from = start_run(given, out, checkpoint_dir, is_writer)
 
     tokenizer = AutoTokenizer.from_pretrained(recipe.model.tokenizer or recipe.model.base_model)
     if tokenizer.pad_token_id is None:
